@@ -1,0 +1,516 @@
+"""The book's build driver: papermill over the chapter notebooks, then Jupyter Book.
+
+    python -m negatives.book build --profile book        # the whole book (default profile)
+    negatives-book build --profile smoke --only coupon   # execute one chapter, rebuild the HTML
+    negatives-book build --no-execute                    # re-render the executed copies only
+
+For each toc entry ``book/_generated/<name>`` (in toc order) the driver executes
+``notebooks/<name>.ipynb`` with papermill (``-p profile <profile>``, cwd = the book root,
+kernel ``python3``) into ``book/_generated/<name>.ipynb``, records how long it took in
+``book/_generated/timings.json``, runs the ``reproducibility`` notebook last (it reads that
+file), and then runs ``jupyter-book build`` with warnings as errors.
+
+The module also holds the small functions the reproducibility page tabulates
+(:func:`versions_table`, :func:`hardware_table`, :func:`timings_table`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from negatives.config import PROFILES, check_choice, check_profile
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+GENERATED = Path("book/_generated")
+NOTEBOOKS = Path("notebooks")
+TIMINGS = GENERATED / "timings.json"
+MATHJAX = Path("_vendor/mathjax/tex-chtml.js")
+EFFECTIVE_TOC = Path("_build/_toc.effective.yml")
+# The page that reports versions, hardware and timings: executed after every chapter it reports.
+REPORT = "reproducibility"
+KERNEL = "python3"
+
+
+class BookBuildError(RuntimeError):
+    """The book could not be built; the message says which notebook / step and why."""
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """A toc entry that is an executed notebook: ``notebooks/<name>.ipynb`` -> ``book/_generated``."""
+
+    name: str
+
+    @property
+    def source(self) -> Path:
+        return NOTEBOOKS / f"{self.name}.ipynb"
+
+    @property
+    def executed(self) -> Path:
+        return GENERATED / f"{self.name}.ipynb"
+
+    @property
+    def docname(self) -> str:
+        return (GENERATED / self.name).as_posix()
+
+
+# ---------------------------------------------------------------------------------------------
+# toc
+
+
+def _toc_entries(node: Any) -> Iterator[dict[str, Any]]:
+    """Every ``file`` entry of a jb-book toc, depth first, i.e. in reading order."""
+    if isinstance(node, dict):
+        if "file" in node:
+            yield node
+        for key in ("parts", "chapters", "sections"):
+            for child in node.get(key, []) or []:
+                yield from _toc_entries(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from _toc_entries(child)
+
+
+def read_toc(root: Path) -> dict[str, Any]:
+    import yaml
+
+    path = root / "_toc.yml"
+    if not path.is_file():
+        raise BookBuildError(f"no table of contents at {path}")
+    return yaml.safe_load(path.read_text())
+
+
+def toc_chapters(toc: dict[str, Any]) -> list[Chapter]:
+    """The toc entries under ``book/_generated/`` (executed notebooks), in reading order."""
+    prefix = GENERATED.as_posix() + "/"
+    files = [str(toc.get("root", ""))] + [str(e["file"]) for e in _toc_entries(toc)]
+    return [Chapter(f.removeprefix(prefix)) for f in files if f.startswith(prefix)]
+
+
+def _without(toc: dict[str, Any], drop: set[str]) -> dict[str, Any]:
+    """A copy of the toc without the entries whose ``file`` is in ``drop``."""
+
+    def prune(node: Any) -> Any:
+        if isinstance(node, list):
+            return [prune(n) for n in node if not (isinstance(n, dict) and n.get("file") in drop)]
+        if isinstance(node, dict):
+            return {
+                k: prune(v) if k in ("parts", "chapters", "sections") else v
+                for k, v in node.items()
+            }
+        return node
+
+    if toc.get("root") in drop:
+        raise BookBuildError(f"the toc root {toc['root']} cannot be skipped")
+    return prune(toc)
+
+
+# ---------------------------------------------------------------------------------------------
+# parameters and timings
+
+
+def parse_params(items: Sequence[str]) -> dict[str, Any]:
+    """``["K=64", "device=cuda", "ks=[1, 2]"]`` -> ``{"K": 64, "device": "cuda", "ks": [1, 2]}``.
+
+    Values are Python literals where they parse as one (numbers, ``None``, ``True``, lists),
+    otherwise strings, as papermill's ``-p`` does.
+    """
+    params: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise ValueError(f"param={item!r} must look like NAME=VALUE")
+        if name == "profile":
+            raise ValueError("param=profile is not allowed here; use --profile")
+        try:
+            params[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            params[name] = text
+    return params
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def read_timings(path: Path) -> dict[str, Any]:
+    """The timings file (``{"profile", "started", "finished", "notebooks": {name: {...}}}``)."""
+    if not path.is_file():
+        return {"notebooks": {}}
+    data = json.loads(path.read_text())
+    data.setdefault("notebooks", {})
+    return data
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)  # atomic: a killed build never leaves half a file
+
+
+# ---------------------------------------------------------------------------------------------
+# execution
+
+
+def _declared_parameters(root: Path, chapter: Chapter) -> set[str]:
+    import papermill
+
+    return set(papermill.inspect_notebook(str(root / chapter.source)))
+
+
+def execute_chapter(
+    root: Path, chapter: Chapter, profile: str, params: dict[str, Any]
+) -> dict[str, Any]:
+    """Execute one notebook with papermill; return its timing record.
+
+    Raises :class:`BookBuildError` naming the notebook and the failing cell.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    out = root / chapter.executed
+    out.parent.mkdir(parents=True, exist_ok=True)
+    started, t0 = _now(), time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(root / chapter.source),
+            str(out),
+            parameters={"profile": profile, **params},
+            kernel_name=KERNEL,
+            cwd=str(root),
+            progress_bar=True,
+            log_output=True,
+        )
+    except PapermillExecutionError as exc:
+        first_line = next((ln for ln in exc.source.splitlines() if ln.strip()), "")
+        raise BookBuildError(
+            f"notebook {chapter.source} failed in cell [{exc.exec_count}] "
+            f"(cell index {exc.cell_index}, starting {first_line!r}):\n"
+            f"    {exc.ename}: {exc.evalue}\n"
+            f"partially executed copy (with the traceback): {out}"
+        ) from exc
+    except Exception as exc:  # kernel died, timeout, missing kernel...
+        raise BookBuildError(
+            f"notebook {chapter.source} could not be executed: {type(exc).__name__}: {exc}\n"
+            f"partially executed copy (if any): {out}"
+        ) from exc
+    seconds = time.perf_counter() - t0
+    _hide_default_parameters(out)
+    return {
+        "seconds": round(seconds, 3),
+        "profile": profile,
+        "parameters": params,
+        "started": started,
+        "finished": _now(),
+    }
+
+
+def _hide_default_parameters(path: Path) -> None:
+    """Tag the notebook's own ``parameters`` cell ``remove-cell`` in the executed copy.
+
+    papermill adds an ``injected-parameters`` cell after it with the values actually used; the
+    page shows that one, not the superseded defaults.
+    """
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "parameters" in tags and "remove-cell" not in tags:
+            cell.metadata["tags"] = [*tags, "remove-cell"]
+    nbformat.write(nb, path)
+
+
+def _plan(
+    root: Path,
+    chapters: list[Chapter],
+    execute: bool,
+    only: str | None,
+    allow_missing: bool,
+) -> tuple[list[Chapter], list[Chapter], list[str]]:
+    """Which chapters to execute, which to render, and notices about the skipped ones."""
+    to_run: list[Chapter] = []
+    to_render: list[Chapter] = []
+    missing: list[str] = []
+    for ch in chapters:
+        if not (root / ch.source).is_file():
+            if ch.name == only:
+                raise BookBuildError(f"--only {only}: {ch.source} does not exist")
+            missing.append(f"{ch.source} does not exist yet")
+            continue
+        runs = execute and (only is None or ch.name in (only, REPORT))
+        if not runs and not (root / ch.executed).is_file():
+            missing.append(f"{ch.executed} has not been executed yet")
+            continue
+        if runs:
+            to_run.append(ch)
+        to_render.append(ch)
+    if missing and not allow_missing:
+        raise BookBuildError(
+            "cannot build the whole book:\n  "
+            + "\n  ".join(missing)
+            + "\n(run without --only / --no-execute, or pass --allow-missing to skip them)"
+        )
+    notices = [f"skipping {m} (--allow-missing)" for m in missing]
+    return to_run, to_render, notices
+
+
+def build(
+    root: str | os.PathLike[str] = ".",
+    profile: str = "book",
+    only: str | None = None,
+    execute: bool = True,
+    params: dict[str, Any] | None = None,
+    allow_missing: bool = False,
+) -> Path:
+    """Execute the chapter notebooks (toc order, ``reproducibility`` last) and build the HTML.
+
+    Returns the path of the built ``index.html``.
+
+    - ``only``: execute just this chapter (and the reproducibility page, which reports it); the
+      other chapters are rendered from their existing executed copies.
+    - ``execute=False``: only re-render the existing executed copies.
+    - ``params``: extra papermill parameters, each given to the notebooks that declare it.
+    - ``allow_missing``: skip (with a notice) toc chapters whose notebook or executed copy does
+      not exist, building the book from a reduced toc.
+    """
+    root = Path(root).resolve()
+    profile = check_profile(profile)
+    params = dict(params or {})
+    toc = read_toc(root)
+    chapters = toc_chapters(toc)
+    if only is not None:
+        check_choice("only", only, [c.name for c in chapters])
+    if not (root / MATHJAX).is_file():
+        raise BookBuildError(
+            f"MathJax is missing ({root / MATHJAX}); run `bash scripts/setup.sh`, which copies "
+            "npm's mathjax es5 bundle there so that formulas render offline"
+        )
+
+    to_run, to_render, notices = _plan(root, chapters, execute, only, allow_missing)
+    for notice in notices:
+        print(notice, flush=True)
+    # The report page runs after every chapter it reports on.
+    to_run.sort(key=lambda c: c.name == REPORT)
+
+    declared = {ch.name: _declared_parameters(root, ch) for ch in to_run}
+    for ch in to_run:
+        if "profile" not in declared[ch.name]:
+            raise BookBuildError(f"{ch.source} has no `profile` in its `parameters` cell")
+    unknown = set(params) - set().union(*declared.values()) if to_run else set(params)
+    if unknown:
+        raise ValueError(
+            f"param={sorted(unknown)} is declared by none of the notebooks executed "
+            f"({[c.name for c in to_run]})"
+        )
+
+    timings_path = root / TIMINGS
+    # A whole-book run starts a fresh record; --only keeps the other chapters' earlier records.
+    timings = read_timings(timings_path) if only else {"notebooks": {}}
+    if to_run:
+        timings.update(profile=profile, started=_now(), finished=None)
+    for i, ch in enumerate(to_run, 1):
+        mine = {k: v for k, v in params.items() if k in declared[ch.name]}
+        print(
+            f"[{i}/{len(to_run)}] papermill {ch.source} -> {ch.executed} (profile={profile}"
+            + "".join(f", {k}={v!r}" for k, v in mine.items())
+            + ")",
+            flush=True,
+        )
+        record = execute_chapter(root, ch, profile, mine)
+        timings["notebooks"][ch.name] = record
+        _write_json(timings_path, timings)
+        print(f"[{i}/{len(to_run)}] {ch.name}: {record['seconds']:.1f} s", flush=True)
+    if to_run:
+        timings["finished"] = _now()
+        _write_json(timings_path, timings)
+
+    return build_html(root, toc, [c.docname for c in chapters if c not in to_render])
+
+
+def build_html(root: Path, toc: dict[str, Any], skipped: Sequence[str] = ()) -> Path:
+    """``jupyter-book build`` with warnings as errors (nit-picky, all pages re-read)."""
+    toc_path = root / "_toc.yml"
+    if skipped:
+        import yaml
+
+        toc_path = root / EFFECTIVE_TOC
+        toc_path.parent.mkdir(parents=True, exist_ok=True)
+        toc_path.write_text(
+            "# Written by negatives.book (--allow-missing): _toc.yml without the skipped\n"
+            f"# chapters {list(skipped)}.\n"
+            + yaml.safe_dump(_without(toc, set(skipped)), sort_keys=False)
+        )
+        print(f"building from {toc_path} (skipped: {', '.join(skipped)})", flush=True)
+    # --all: re-read every page, so that warnings of unchanged pages are raised again under -W.
+    cmd = [
+        sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
+        "build", str(root), "--builder", "html", "--toc", str(toc_path),
+        "--warningiserror", "--nitpick", "--keep-going", "--all",
+    ]  # fmt: skip
+    print("$ jupyter-book " + " ".join(cmd[3:]), flush=True)
+    t0 = time.perf_counter()
+    if subprocess.run(cmd, cwd=root).returncode != 0:
+        raise BookBuildError("jupyter-book build failed (warnings are errors); see the log above")
+    index = root / "_build" / "html" / "index.html"
+    print(f"HTML built in {time.perf_counter() - t0:.1f} s: {index}", flush=True)
+    return index
+
+
+# ---------------------------------------------------------------------------------------------
+# what the reproducibility page reports
+
+
+def _has_uncommitted_changes() -> bool:
+    try:
+        res = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, cwd=Path(__file__).resolve().parent,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return res.returncode == 0 and bool(res.stdout.strip())
+
+
+def versions_table() -> pd.DataFrame:
+    """Python, the study's main packages and the git commit of the ``negatives`` code that ran."""
+    import importlib.metadata as md
+
+    import pandas as pd
+
+    from negatives.runs import git_commit
+
+    rows = [("python", platform.python_version())]
+    for dist in ("torch", "torchvision", "numpy", "scipy", "scikit-learn", "pandas",
+                 "matplotlib", "jupyter-book", "myst-nb", "sphinx", "papermill", "negatives"):  # fmt: skip
+        try:
+            rows.append((dist, md.version(dist)))
+        except md.PackageNotFoundError:
+            rows.append((dist, "not installed"))
+    commit = git_commit()
+    # `git rev-parse HEAD` prints "HEAD" (and fails) in a repository without commits.
+    if commit is None or not all(c in "0123456789abcdef" for c in commit):
+        commit = "not available"
+    elif _has_uncommitted_changes():
+        commit += " (with uncommitted changes)"
+    rows.append(("git commit", commit))
+    return pd.DataFrame(rows, columns=["component", "version"])
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware_table() -> pd.DataFrame:
+    """CPU model and cores, memory, GPU (or none), as the kernel that ran the page saw them."""
+    import pandas as pd
+    import torch
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        ram = f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB"
+    except (ValueError, OSError, AttributeError):
+        ram = "unknown"
+    if torch.cuda.is_available():
+        gpus = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())]
+        gpu = "; ".join(f"{p.name} ({p.total_memory / 2**30:.0f} GiB)" for p in gpus)
+        cuda = f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
+    else:
+        gpu, cuda = "none", "not used"
+    rows = [
+        ("operating system", platform.platform()),
+        ("CPU", _cpu_model()),
+        ("CPU cores (logical / usable)", f"{os.cpu_count()} / {usable}"),
+        ("torch CPU threads", str(torch.get_num_threads())),
+        ("memory", ram),
+        ("GPU", gpu),
+        ("CUDA", cuda),
+    ]
+    return pd.DataFrame(rows, columns=["item", "value"])
+
+
+def timings_table(path: str | os.PathLike[str] = TIMINGS) -> pd.DataFrame:
+    """One row per executed notebook: profile, seconds, start and end (UTC), in run order."""
+    import pandas as pd
+
+    records = read_timings(Path(path))["notebooks"]
+    df = pd.DataFrame(
+        [{"notebook": name, **{k: r[k] for k in ("profile", "seconds", "started", "finished")}}
+         for name, r in records.items()],
+        columns=["notebook", "profile", "seconds", "started", "finished"],
+    )  # fmt: skip
+    return df.sort_values("started", kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="negatives-book", description="Execute the book's notebooks and build the HTML."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="execute the notebooks with papermill, then jupyter-book")
+    b.add_argument("--profile", default="book", help=f"scale profile, one of {list(PROFILES)}")
+    b.add_argument("--only", metavar="NAME", help="execute just this chapter (and the report)")
+    b.add_argument("--no-execute", action="store_true", help="only re-render executed copies")
+    b.add_argument(
+        "--param", "-p", action="append", default=[], metavar="NAME=VALUE",
+        help="extra papermill parameter for the notebooks that declare NAME (repeatable)",
+    )  # fmt: skip
+    b.add_argument(
+        "--allow-missing", action="store_true",
+        help="skip toc chapters whose notebook (or executed copy) does not exist yet",
+    )  # fmt: skip
+    b.add_argument("--root", default=".", help="book root: _config.yml, _toc.yml (default: .)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # papermill logs each cell's output through `logging` (log_output=True).
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        build(
+            root=args.root,
+            profile=args.profile,
+            only=args.only,
+            execute=not args.no_execute,
+            params=parse_params(args.param),
+            allow_missing=args.allow_missing,
+        )
+    except ValueError as exc:
+        print(f"negatives-book: error: {exc}", file=sys.stderr)
+        return 2
+    except BookBuildError as exc:
+        print(f"negatives-book: build failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

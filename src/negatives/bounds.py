@@ -1,0 +1,540 @@
+"""The coupon collector's view of negatives and the bound terms of Nozawa & Sato (2021).
+
+Two halves, both pure functions:
+
+* Coupon collector (Nozawa & Sato 2021, sections 3-4): the probability ``υ`` that ``K+1`` i.i.d.
+  class draws cover every class, the expected number of draws to cover them, and the CURL
+  collision probability ``τ_K`` (Arora et al. 2019). Computed exactly or with a certified error:
+  the alternating inclusion-exclusion sum that the paper writes down cancels catastrophically in
+  float64 (at C = 100, N = 128 it is wrong by many orders of magnitude), see
+  :func:`naive_coverage_probability` and :func:`alternating_sum_largest_term`.
+* Bound terms (Nozawa & Sato 2021, section 5): the CURL lower bound and the proposed coupon
+  collector lower bound on the InfoNCE loss, each term estimated as the authors' ``bound.py``
+  does, on shuffled test batches of size ``K+1``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from scipy import integrate, special
+from torch import Tensor
+
+from negatives import config as cfg
+
+# Entries of the positive series below exp(-700) ~ 1e-304 are dropped; they cannot change a
+# result above ~1e-280 (every dropped term is multiplied by numbers <= 1), so the relative
+# accuracy claim of coverage_probability holds for results above that.
+_LOG_TINY = -700.0
+
+
+# --------------------------------------------------------------------------------------------
+# Coupon collector
+# --------------------------------------------------------------------------------------------
+
+
+def _prior(num_classes: int | None, class_probs: Sequence[float] | None) -> np.ndarray | int:
+    """Validate the exactly-one-of pair; an int C for a uniform prior, else the probabilities."""
+    if (num_classes is None) == (class_probs is None):
+        raise ValueError(
+            "give exactly one of num_classes (uniform prior) and class_probs (a distribution); "
+            f"got num_classes={num_classes!r}, class_probs={class_probs!r}"
+        )
+    if num_classes is not None:
+        return cfg.check_int("num_classes", num_classes, minimum=1)
+    probs = np.asarray(cfg.check_probabilities("class_probs", class_probs), dtype=np.float64)
+    if np.all(probs == probs[0]):
+        return len(probs)  # uniform after all: take the exact integer route
+    return probs
+
+
+def _uniform_surjections(num_draws: int, num_classes: int) -> int:
+    """C! S(N, C): the number of length-N sequences over C classes that use every class.
+
+    Inclusion-exclusion Σ_m (-1)^m C(C, m) (C - m)^N, in exact Python integers.
+    """
+    n, c = num_draws, num_classes
+    if n < c:
+        return 0
+    return sum((-1) ** m * math.comb(c, m) * (c - m) ** n for m in range(c + 1))
+
+
+def _ratio(num: int, den: int) -> float:
+    """num / den for huge non-negative ints, to within ~1 ulp, without quadratic-time division.
+
+    Both are cut to >= 256 significant bits first (relative change < 2^-255), then divided
+    (int / int is correctly rounded in CPython).
+    """
+    shift = max(0, min(num.bit_length(), den.bit_length()) - 256)
+    return (num >> shift) / (den >> shift)
+
+
+def _stirlerr(k: np.ndarray) -> np.ndarray:
+    """log(k!) - [(k + 1/2) log k - k + log(2π)/2], the Stirling error, for k >= 1."""
+    out = np.empty_like(k)
+    small = k <= 15
+    ks = k[small]
+    out[small] = (
+        special.gammaln(ks + 1) - (ks + 0.5) * np.log(ks) + ks - 0.5 * math.log(2 * math.pi)
+    )
+    s = 1.0 / k[~small]
+    s2 = s * s
+    out[~small] = s * (1 / 12 - s2 * (1 / 360 - s2 * (1 / 1260 - s2 * (1 / 1680 - s2 / 1188))))
+    return out
+
+
+def _poisson_logpmf(k: np.ndarray, mu: float) -> np.ndarray:
+    """log P(Poisson(mu) = k) for integers k >= 1, without the cancellation of k log mu - log k!.
+
+    Loader's saddle-point form: -stirlerr(k) - bd0(k, mu) - log(2πk)/2 with
+    bd0 = k log(k/mu) + mu - k = mu h((k - mu)/mu), h(e) = (1+e) log1p(e) - e. The naive form
+    subtracts numbers of size k log k and loses ~1e-12 per entry at k ~ 10^3; this one's
+    absolute error is ~1e-16 x bd0 for the entries that do not underflow.
+    """
+    k = k.astype(np.float64)
+    e = (k - mu) / mu
+    bd0 = mu * ((1 + e) * np.log1p(e) - e)
+    return -_stirlerr(k) - bd0 - 0.5 * np.log(2 * math.pi * k)
+
+
+def _coverage_poissonized(num_draws: int, probs: np.ndarray) -> float:
+    """υ(N) for any prior by de-Poissonisation: a certified positive-term dynamic programme.
+
+    With X_c ~ Poisson(ρ_c N) independent, Σ X_c ~ Poisson(N) and, given Σ X_c = N, the X_c are
+    multinomial(N, ρ). Hence υ(N) = P(all X_c >= 1, Σ X_c = N) / P(Σ X_c = N), i.e.
+    N! [t^N] Π_c (e^{ρ_c t} - 1) scaled by e^{-N} N^N. The numerator is the N-th entry of the
+    convolution of the zero-truncated Poisson pmfs, computed class by class (truncated at N).
+    Every number is non-negative, so there is no cancellation: with u = 2^-53 the relative error
+    is at most about C (N + 1) u plus C times the pmf error (~1e-15), i.e. < 1e-10 for C = 100,
+    N = 2000. Cost ~ N x (widths of the pmfs), a few ms for C = 100, N = 2000.
+    """
+    n = num_draws
+    if np.any(probs <= 0.0) or n < len(probs):
+        return 0.0
+    k_all = np.arange(1, n + 1)
+    acc, acc_off = np.ones(1), 0  # acc[i] = P(partial sums of X = acc_off + i, all X >= 1)
+    for rho in np.sort(probs):
+        mu = rho * n
+        logpmf = _poisson_logpmf(k_all, mu)
+        keep = np.nonzero(logpmf > _LOG_TINY)[0]
+        if keep.size == 0:  # mass only beyond N: cannot happen for rho <= 1, kept for safety
+            return 0.0
+        lo, hi = keep[0], keep[-1]
+        factor = np.exp(logpmf[lo : hi + 1])
+        acc = np.convolve(acc, factor)
+        acc_off += lo + 1
+        acc = acc[: n - acc_off + 1]  # entries above N are never needed
+        if acc.size == 0:
+            return 0.0
+        big = np.nonzero(acc > math.exp(_LOG_TINY))[0]
+        if big.size == 0:
+            return 0.0
+        acc_off += big[0]
+        acc = acc[big[0] : big[-1] + 1]
+    if not acc_off <= n < acc_off + acc.size:
+        return 0.0
+    numerator = acc[n - acc_off]
+    log_denominator = _poisson_logpmf(np.array([n]), float(n))[0]
+    return float(min(1.0, numerator / math.exp(log_denominator)))
+
+
+def coverage_probability(
+    num_draws: int,
+    num_classes: int | None = None,
+    class_probs: Sequence[float] | None = None,
+) -> float:
+    """υ: probability that ``num_draws`` i.i.d. class draws contain every class.
+
+    Nozawa & Sato (2021), section 4: with N = K+1 samples per batch, υ is the probability that
+    the batch covers all C latent classes (the coupon collector's problem). Give exactly one of
+    ``num_classes`` (uniform prior ρ_c = 1/C) and ``class_probs`` (any prior ρ).
+
+    Uniform prior: exact, υ = C! S(N, C) / C^N = Σ_m (-1)^m C(C, m) (1 - m/C)^N evaluated in
+    Python integers, then rounded once to float64 (so the only error is the final rounding).
+    Other priors: de-Poissonisation, a sum of non-negative terms with relative error < 1e-10 for
+    C <= 100 and N <= 2000 (see ``_coverage_poissonized``); results below ~1e-280 are only
+    accurate in absolute terms. A class with ρ_c = 0 can never be drawn, so υ = 0.
+    """
+    n = cfg.check_int("num_draws", num_draws, minimum=1)
+    prior = _prior(num_classes, class_probs)
+    if isinstance(prior, int):
+        return _ratio(_uniform_surjections(n, prior), prior**n)
+    return _coverage_poissonized(n, prior)
+
+
+def naive_coverage_probability(num_draws: int, num_classes: int, form: str = "notebook") -> float:
+    """υ for a uniform prior in plain float64, as published: kept to show the trap.
+
+    ``form="notebook"``: the authors' public ``coupon.ipynb``: υ(N) = Σ_{n=C}^{N} max(0, p_n) with
+    p_n = Σ_{m=0}^{C-2} (-1)^m C(C-1, m) exp((n-1) log(1 - (m+1)/C)) = P(cover first at draw n).
+    ``form="direct"``: the paper's formula Σ_{m=0}^{C} (-1)^m C(C, m) (1 - m/C)^N.
+    Both are exact in real arithmetic; in float64 the terms reach ~C(C, C/2) 2^-N while υ is far
+    smaller, so for C = 100 and N ~ 100-300 the result is rounding noise (orders of magnitude
+    off). Use :func:`coverage_probability` for real numbers.
+    """
+    n = cfg.check_int("num_draws", num_draws, minimum=1)
+    c = cfg.check_int("num_classes", num_classes, minimum=1)
+    cfg.check_choice("form", form, ("notebook", "direct"))
+    if form == "direct":
+        m = np.arange(c + 1)
+        signs = np.where(m % 2 == 0, 1.0, -1.0)
+        return float(np.sum(signs * special.comb(c, m) * (1.0 - m / c) ** n))
+    if n < c or c < 2:
+        return float(c == 1)
+    m = np.arange(c - 1)[None, :]  # (1, C-1)
+    draws = np.arange(c, n + 1)[:, None]  # (N-C+1, 1)
+    terms = special.comb(c - 1, m) * (-1.0) ** m * np.exp((draws - 1) * np.log(1.0 - (m + 1) / c))
+    p = terms.sum(axis=1)
+    return float(np.sum(np.maximum(p, 0.0)))
+
+
+def alternating_sum_largest_term(num_draws: int, num_classes: int) -> float:
+    """max_m C(C, m) (1 - m/C)^N: the largest term of the uniform alternating sum for υ.
+
+    Float64 keeps ~16 significant digits of this number, so whenever it exceeds υ by more
+    than ~10^13 the float64 sum of :func:`naive_coverage_probability` is noise. Evaluated in
+    log space (lgamma), so it does not overflow.
+    """
+    n = cfg.check_int("num_draws", num_draws, minimum=1)
+    c = cfg.check_int("num_classes", num_classes, minimum=1)
+    m = np.arange(c)  # m = C contributes 0^N = 0
+    log_terms = (
+        special.gammaln(c + 1) - special.gammaln(m + 1) - special.gammaln(c - m + 1)
+    ) + n * np.log1p(-m / c)
+    return float(np.exp(log_terms.max()))
+
+
+def min_draws_for_coverage(
+    probability: float,
+    num_classes: int | None = None,
+    class_probs: Sequence[float] | None = None,
+) -> int:
+    """Smallest N with υ(N) >= ``probability`` (υ is non-decreasing in N): bracket, then bisect."""
+    target = cfg.check_float("probability", probability, 0.0, 1.0, strict_minimum=True)
+    if target >= 1.0:
+        raise ValueError(f"probability={probability} must be < 1 (υ reaches 1 only as N -> ∞)")
+    prior = _prior(num_classes, class_probs)
+    if isinstance(prior, int):
+        kwargs: dict = {"num_classes": prior}
+        size = prior
+    else:
+        if np.any(prior <= 0.0):
+            raise ValueError("class_probs has a zero entry: that class is never drawn")
+        kwargs = {"class_probs": prior.tolist()}
+        size = len(prior)
+    if size == 1:
+        return 1
+    lo, hi = size - 1, size  # υ(C - 1) = 0 < target
+    while coverage_probability(hi, **kwargs) < target:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:  # invariant: υ(lo) < target <= υ(hi)
+        mid = (lo + hi) // 2
+        if coverage_probability(mid, **kwargs) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def expected_draws_to_cover(
+    num_classes: int | None = None, class_probs: Sequence[float] | None = None
+) -> float:
+    """E[number of i.i.d. draws until every class has appeared] (Nozawa & Sato 2021, Table 3).
+
+    Uniform: C H_C = Σ_{k=1}^{C} C/k, summed with ``math.fsum``. Any prior: the Poissonisation
+    identity E = ∫_0^∞ (1 - Π_c (1 - e^{-ρ_c t})) dt (Flajolet, Gardy & Thimonier 1992); the
+    integrand is evaluated as -expm1(Σ_c log1p(-e^{-ρ_c t})) so that neither end of the range
+    loses digits, and integrated piecewise with adaptive quadrature (relative error ~1e-12,
+    checked against C H_C in the tests). A class with ρ_c = 0 is never drawn: E = inf.
+    """
+    prior = _prior(num_classes, class_probs)
+    if isinstance(prior, int):
+        return math.fsum(prior / k for k in range(1, prior + 1))
+    if np.any(prior <= 0.0):
+        return math.inf
+
+    def integrand(t: float) -> float:
+        return -math.expm1(float(np.sum(np.log1p(-np.exp(-prior * t)))))
+
+    # The integrand is ~1 until t ~ log(C)/ρ_max-ish and decays like e^{-ρ_min t} after
+    # t ~ log(C)/ρ_min; break points on the scale 1/ρ_min keep quad's subintervals informative.
+    scale = 1.0 / float(prior.min())
+    edges = [0.0] + [scale * x for x in (0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)]
+    total = 0.0
+    for a, b in zip(edges[:-1], edges[1:], strict=True):
+        total += integrate.quad(integrand, a, b, epsabs=0.0, epsrel=1e-13, limit=200)[0]
+    total += integrate.quad(integrand, edges[-1], math.inf, epsabs=0.0, epsrel=1e-13)[0]
+    return total
+
+
+def collision_probability(
+    num_negatives: int,
+    num_classes: int | None = None,
+    class_probs: Sequence[float] | None = None,
+) -> float:
+    """τ_K = 1 - Σ_c ρ_c (1 - ρ_c)^K: probability that one of K negatives shares the anchor's class.
+
+    Arora et al. (2019)'s collision probability, as used by Nozawa & Sato (2021, section 3).
+    Evaluated as Σ_c ρ_c (1 - (1 - ρ_c)^K) = Σ_c ρ_c (-expm1(K log1p(-ρ_c))), a sum of
+    non-negative terms, so small τ keeps its relative accuracy.
+    """
+    k = cfg.check_int("num_negatives", num_negatives, minimum=0)
+    prior = _prior(num_classes, class_probs)
+    probs = np.full(prior, 1.0 / prior) if isinstance(prior, int) else prior
+    if k == 0:
+        return 0.0
+    with np.errstate(divide="ignore"):  # ρ = 1 gives log1p(-1) = -inf, and (1-1)^K = 0
+        miss = -np.expm1(k * np.log1p(-probs))
+    return float(math.fsum(probs * miss))
+
+
+# --------------------------------------------------------------------------------------------
+# Bound terms (Nozawa & Sato 2021, section 5)
+# --------------------------------------------------------------------------------------------
+
+
+def mean_classifier_weights(features: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """Mean classifier weights μ_c = mean of class c's features, (N, D) -> (C, D).
+
+    Arora et al. (2019), Nozawa & Sato (2021) section 2: the mean classifier scores x by
+    f(x)·μ_c. As in the authors' code the means are of the (already normalised, augmentation-
+    averaged) features and are not renormalised. A class without samples raises.
+    """
+    c = cfg.check_int("num_classes", num_classes, minimum=1)
+    if features.ndim != 2:
+        raise ValueError(f"features must be (N, D), got shape {tuple(features.shape)}")
+    if labels.ndim != 1 or labels.shape[0] != features.shape[0]:
+        raise ValueError(
+            f"labels must be (N,) with N = {features.shape[0]}, got shape {tuple(labels.shape)}"
+        )
+    labels = labels.to(features.device).long()
+    if labels.numel() and (labels.min() < 0 or labels.max() >= c):
+        raise ValueError(f"labels must lie in [0, num_classes={c})")
+    counts = torch.bincount(labels, minlength=c)
+    if bool((counts == 0).any()):
+        missing = torch.nonzero(counts == 0).flatten().tolist()
+        raise ValueError(f"labels has no sample of class(es) {missing}: μ_c is undefined")
+    sums = torch.zeros(c, features.shape[1], dtype=features.dtype, device=features.device)
+    sums.index_add_(0, labels, features)  # (C, D)
+    return sums / counts.to(features.dtype)[:, None]
+
+
+def evaluation_batches(num_samples: int, batch_size: int, num_passes: int, seed: int) -> Tensor:
+    """Indices of the shuffled evaluation batches -> (num_passes, num_batches, batch_size).
+
+    One fresh permutation per pass, the last incomplete batch dropped (the authors' DataLoader
+    with ``shuffle=True, drop_last=True``), drawn from a CPU ``torch.Generator`` seeded with
+    ``seed`` so that the batches do not depend on the device.
+    """
+    n = cfg.check_int("num_samples", num_samples, minimum=1)
+    b = cfg.check_int("batch_size", batch_size, minimum=1, maximum=n)
+    p = cfg.check_int("num_passes", num_passes, minimum=1)
+    gen = torch.Generator().manual_seed(cfg.check_int("seed", seed))
+    per_pass = n // b
+    perms = torch.stack([torch.randperm(n, generator=gen)[: per_pass * b] for _ in range(p)])
+    return perms.view(p, per_pass, b)
+
+
+def _safe_div(num: float, den: float) -> float:
+    return num / den if den > 0 else math.nan
+
+
+def bound_terms(
+    z: Tensor,
+    z_bar: Tensor,
+    labels: Tensor,
+    class_means: Tensor,
+    temperature: float,
+    num_negatives: int,
+    num_passes: int,
+    seed: int,
+    *,
+    z_positive: Tensor | None = None,
+) -> dict[str, float]:
+    """Terms of the CURL bound and of the proposed bound (Nozawa & Sato 2021, section 5).
+
+    Follows the authors' ``bound.py`` (``eval_bound``): the test set is cut into shuffled
+    batches of ``K+1`` samples (``num_passes`` passes, last partial batch dropped); each sample
+    is an anchor once per pass; its K negatives are the other batch members. All expectations
+    are averages over anchors, accumulated in float64.
+
+    Inputs: ``z`` (N, D) normalised projection of one augmented view of each test sample (the
+    anchor f(a(x)); renormalised here, which changes nothing for unit rows); ``z_bar`` (N, D)
+    mean over several augmentations of the normalised projections (f̄(x) in d(f)); ``labels`` (N,); ``class_means`` (C, D) mean classifier μ from
+    the training set (:func:`mean_classifier_weights`); ``temperature`` t. ``z_positive`` (N, D)
+    is a second augmented view (f(a'(x)), normalised here) that supplies the positive and the
+    negatives of L_Info, as in the authors' code. Not in the brief's interface, hence keyword-
+    only: when it is None, ``z_bar`` plays that role (the augmentation-averaged key that the
+    proof's Jensen step replaces it with); L_Info is then a slightly different number.
+
+    Per anchor i of class y with batch B (ℓ = cross-entropy, s = z_i·μ/t):
+
+    * ``info_loss``  L_Info: ℓ over the K+1 logits z_i·z⁺_j / t, target j = i.
+    * ``sup_loss``  L_sup: ℓ(s over all C classes, y): the mean classifier's supervised loss.
+    * ``sub_loss``  L_sub: ℓ(s over the classes present in B, y).
+    * ``upsilon``  υ: fraction of anchors whose batch covers all C classes.
+    * ``tau``  τ: fraction of anchors whose class appears among their K negatives.
+    * ``collision_term``  E[ln(Col + 1)], Col = number of negatives of the anchor's class.
+    * ``d_f``  d(f) = E[min(0, z_i·(μ_y - z̄_i)) / t] (<= 0; the authors' "assumption value").
+    * ``sup_term`` = E[1{B covers} L_sup] (= υ L_sup), ``sub_term`` = E[1{not} L_sub]
+      (= (1-υ) L_sub), ``curl_sub_term`` = E[1{no collision} L_sub] (= (1-τ) L_sub^{no col}),
+      as joint averages exactly as the authors accumulate them; ``sup_loss_covered`` =
+      sup_term / υ and ``sub_loss_uncovered`` = sub_term / (1-υ) are the conditional means.
+    * ``proposed_bound`` = ½ [sup_term + sub_term + collision_term] + d_f (the paper's main
+      theorem, section 4: L_Info >= ½{υ L_sup + (1-υ) L_sub + E ln(Col+1)} + d(f)).
+    * ``curl_bound`` = curl_sub_term + collision_term + d_f (Arora et al. 2019's bound for
+      InfoNCE as restated in the paper's section 3: L_Info >= (1-τ) L_sub^{no col} +
+      E ln(Col+1) + d(f)).
+    * Upper bounds on the supervised loss (their Figure 1), each inequality solved for it:
+      ``proposed_sup_upper_bound`` = (2 (L_Info - d_f) - sub_term - collision_term) / υ;
+      ``proposed_sup_upper_bound_exact_upsilon`` the same with the exact υ (their bound notebook
+      substitutes a theoretical υ where the empirical one is 0);
+      ``proposed_sup_upper_bound_notebook`` subtracts only sub_term / 2, which is what the
+      authors' ``bound.ipynb`` computes (it halves the sub term before solving); we believe the
+      first is the correct algebra and keep this one only to reproduce their figure;
+      ``curl_sup_upper_bound`` = (L_Info - d_f - collision_term - E[1{no col, not covered}
+      L_sub]) / (1 - τ), as their notebook (the covered, collision-free part stands for
+      (1-τ) L_sup). Division by a zero υ or 1-τ gives nan.
+    * ``upsilon_exact`` / ``tau_exact``: :func:`coverage_probability` (K+1 draws) and
+      :func:`collision_probability` (K) under the empirical class frequencies of ``labels``
+      (batches are drawn without replacement from a finite set, so these differ slightly).
+    * ``mean_classifier_accuracy``: argmax_c z̄_i·μ_c == y, as the authors' reference accuracy.
+    * bookkeeping: ``num_negatives``, ``num_passes``, ``num_batches``, ``num_anchors``,
+      ``temperature``, and ``sub_loss_no_collision_uncovered`` (the numerator piece of
+      ``curl_sup_upper_bound``).
+    """
+    k = cfg.check_int("num_negatives", num_negatives, minimum=1)
+    t = cfg.check_float("temperature", temperature, 0.0, strict_minimum=True)
+    passes = cfg.check_int("num_passes", num_passes, minimum=1)
+    if z.ndim != 2:
+        raise ValueError(f"z must be (N, D), got shape {tuple(z.shape)}")
+    n, d = z.shape
+    if z_bar.shape != z.shape:
+        raise ValueError(f"z_bar must have z's shape {tuple(z.shape)}, got {tuple(z_bar.shape)}")
+    if z_positive is not None and z_positive.shape != z.shape:
+        raise ValueError(
+            f"z_positive must have z's shape {tuple(z.shape)}, got {tuple(z_positive.shape)}"
+        )
+    if labels.ndim != 1 or labels.shape[0] != n:
+        raise ValueError(f"labels must be (N,) with N = {n}, got shape {tuple(labels.shape)}")
+    if class_means.ndim != 2 or class_means.shape[1] != d:
+        raise ValueError(f"class_means must be (C, {d}), got shape {tuple(class_means.shape)}")
+    c = class_means.shape[0]
+    if k + 1 > n:
+        raise ValueError(f"num_negatives={k} needs batches of K+1 = {k + 1} <= N = {n} samples")
+
+    device = z.device
+    f64 = torch.float64
+    z = torch.nn.functional.normalize(z.to(f64), dim=1)  # idempotent for normalised input
+    z_bar = z_bar.to(device, f64)  # a mean of unit vectors: deliberately not renormalised
+    if z_positive is None:
+        key = z_bar
+    else:
+        key = torch.nn.functional.normalize(z_positive.to(device, f64), dim=1)
+    mu = class_means.to(device, f64)
+    y = labels.to(device).long()
+    if y.min() < 0 or y.max() >= c:
+        raise ValueError(f"labels must lie in [0, C={c}) where C = class_means.shape[0]")
+
+    # Per-sample quantities that do not depend on the batch.
+    scores = z @ mu.T / t  # (N, D) x (D, C) -> (N, C)
+    sup_per = torch.logsumexp(scores, dim=1) - scores.gather(1, y[:, None]).squeeze(1)  # (N,)
+    gap = (z * (mu[y] - z_bar)).sum(dim=1) / t  # (N,)
+    d_per = torch.clamp(gap, max=0.0)
+    accuracy = ((z_bar @ mu.T).argmax(dim=1) == y).to(f64).mean().item()
+
+    batches = evaluation_batches(n, k + 1, passes, seed).to(device)  # (P, nb, B)
+    _, nb, b = batches.shape
+    sums = dict.fromkeys(
+        (
+            "info",
+            "sup",
+            "sub",
+            "cover",
+            "col",
+            "logcol",
+            "d",
+            "sup_cov",
+            "sub_unc",
+            "curl_sub",
+            "curl_nc",
+        ),
+        0.0,
+    )
+    arange_b = torch.arange(b, device=device)
+    for idx in batches:  # idx: (nb, B), one pass
+        yb = y[idx]  # (nb, B)
+        # L_Info: anchors z (nb, B, D) against keys (nb, B, D) -> logits (nb, B, B), target = diagonal
+        logits = torch.einsum("nid,njd->nij", z[idx], key[idx]) / t
+        info = torch.logsumexp(logits, dim=2) - logits[:, arange_b, arange_b]  # (nb, B)
+        counts = torch.zeros(nb, c, dtype=f64, device=device)
+        counts.scatter_add_(1, yb, torch.ones_like(yb, dtype=f64))  # (nb, C) class counts
+        present = counts > 0  # (nb, C)
+        covered = present.all(dim=1)[:, None].expand(nb, b)  # (nb, B)
+        same = counts.gather(1, yb)  # (nb, B): Col + 1
+        collide = same > 1
+        # L_sub: scores over the classes present in the anchor's batch only.
+        s = scores[idx].masked_fill(~present[:, None, :], -math.inf)  # (nb, B, C)
+        sub = torch.logsumexp(s, dim=2) - scores[idx].gather(2, yb[..., None]).squeeze(2)
+        sup = sup_per[idx]
+        cov, ncov = covered.to(f64), (~covered).to(f64)
+        nocol = (~collide).to(f64)
+        sums["info"] += info.sum().item()
+        sums["sup"] += sup.sum().item()
+        sums["sub"] += sub.sum().item()
+        sums["cover"] += cov.sum().item()
+        sums["col"] += collide.to(f64).sum().item()
+        sums["logcol"] += torch.log(same).sum().item()
+        sums["d"] += d_per[idx].sum().item()  # averaged over the anchors, as the authors do
+        sums["sup_cov"] += (cov * sup).sum().item()
+        sums["sub_unc"] += (ncov * sub).sum().item()
+        sums["curl_sub"] += (nocol * sub).sum().item()
+        sums["curl_nc"] += (nocol * ncov * sub).sum().item()
+
+    anchors = passes * nb * b
+    mean = {name: v / anchors for name, v in sums.items()}
+    d_f = mean["d"]
+    upsilon, tau = mean["cover"], mean["col"]
+    info_loss, collision = mean["info"], mean["logcol"]
+    sup_term, sub_term = mean["sup_cov"], mean["sub_unc"]
+
+    freq = torch.bincount(y, minlength=c).to(f64) / n
+    probs = (freq / freq.sum()).tolist()
+    upsilon_exact = coverage_probability(k + 1, class_probs=probs)
+    tau_exact = collision_probability(k, class_probs=probs)
+
+    proposed_rhs = 2.0 * (info_loss - d_f) - sub_term - collision
+    return {
+        "num_negatives": float(k),
+        "num_passes": float(passes),
+        "num_batches": float(passes * nb),
+        "num_anchors": float(anchors),
+        "temperature": t,
+        "info_loss": info_loss,
+        "sup_loss": mean["sup"],
+        "sub_loss": mean["sub"],
+        "sup_loss_covered": _safe_div(sup_term, upsilon),
+        "sub_loss_uncovered": _safe_div(sub_term, 1.0 - upsilon),
+        "upsilon": upsilon,
+        "upsilon_exact": upsilon_exact,
+        "tau": tau,
+        "tau_exact": tau_exact,
+        "collision_term": collision,
+        "d_f": d_f,
+        "sup_term": sup_term,
+        "sub_term": sub_term,
+        "curl_sub_term": mean["curl_sub"],
+        "sub_loss_no_collision_uncovered": mean["curl_nc"],
+        "proposed_bound": 0.5 * (sup_term + sub_term + collision) + d_f,
+        "curl_bound": mean["curl_sub"] + collision + d_f,
+        "proposed_sup_upper_bound": _safe_div(proposed_rhs, upsilon),
+        "proposed_sup_upper_bound_exact_upsilon": _safe_div(proposed_rhs, upsilon_exact),
+        "proposed_sup_upper_bound_notebook": _safe_div(
+            2.0 * (info_loss - d_f) - 0.5 * sub_term - collision, upsilon
+        ),
+        "curl_sup_upper_bound": _safe_div(info_loss - d_f - collision - mean["curl_nc"], 1.0 - tau),
+        "mean_classifier_accuracy": accuracy,
+    }

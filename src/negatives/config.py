@@ -1,0 +1,112 @@
+"""Scale profiles and the validation helpers every configuration uses.
+
+Every bad parameter raises ``ValueError`` whose message names the parameter, the value given
+and what is allowed, so that a papermill run with ``-p name value`` fails with a readable line.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+PROFILES: tuple[str, ...] = ("smoke", "book", "full")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
+    """Return ``value`` if it is one of ``allowed``, else raise naming ``name``."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed; choose one of {list(allowed)}")
+    return value
+
+
+def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An integer (bools refused) in ``[minimum, maximum]``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+        raise ValueError(f"{name}={value!r} must be an integer")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}={value} must be >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}={value} must be <= {maximum}")
+    return value
+
+
+def check_float(
+    name: str,
+    value: Any,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    *,
+    strict_minimum: bool = False,
+) -> float:
+    """A finite real number in ``[minimum, maximum]`` (``(minimum, ...`` if ``strict_minimum``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name}={value!r} must be a finite number")
+    value = float(value)
+    if minimum is not None:
+        if strict_minimum and value <= minimum:
+            raise ValueError(f"{name}={value} must be > {minimum}")
+        if not strict_minimum and value < minimum:
+            raise ValueError(f"{name}={value} must be >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}={value} must be <= {maximum}")
+    return value
+
+
+def check_int_list(name: str, values: Any, minimum: int | None = None) -> tuple[int, ...]:
+    """A non-empty list of integers, each ``>= minimum``."""
+    if isinstance(values, int | float) and not isinstance(values, bool):
+        values = [values]
+    if not isinstance(values, Sequence) or isinstance(values, str) or len(values) == 0:
+        raise ValueError(f"{name}={values!r} must be a non-empty list of integers")
+    return tuple(check_int(f"{name}[{i}]", v, minimum) for i, v in enumerate(values))
+
+
+def check_probabilities(name: str, values: Any, atol: float = 1e-9) -> tuple[float, ...]:
+    """A probability vector: non-negative entries summing to 1 (within ``atol``)."""
+    if not isinstance(values, Sequence) or isinstance(values, str) or len(values) == 0:
+        try:
+            values = list(values)  # numpy arrays
+        except TypeError:
+            raise ValueError(f"{name}={values!r} must be a list of probabilities") from None
+    probs = tuple(check_float(f"{name}[{i}]", v, 0.0) for i, v in enumerate(values))
+    total = math.fsum(probs)
+    if abs(total - 1.0) > atol:
+        raise ValueError(f"{name} must sum to 1, but sums to {total!r}")
+    return probs
+
+
+def check_profile(profile: Any) -> str:
+    return check_choice("profile", profile, PROFILES)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
+    check_choice("device", device, DEVICES)
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but torch sees no GPU; use 'auto' or 'cpu'")
+    return device
+
+
+def merge_profile(
+    profile: Any, defaults: dict[str, dict[str, Any]], overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """A profile's defaults with the non-``None`` overrides on top.
+
+    An override that names no field of the profile table is refused (a typo in ``-p name value``
+    must not be ignored silently).
+    """
+    profile = check_profile(profile)
+    values = dict(defaults[profile])
+    unknown = sorted(set(overrides) - set(values))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown}; allowed: {sorted(values)}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return values

@@ -1,0 +1,202 @@
+"""Masks over negatives: which logits enter the InfoNCE denominator (True = keep).
+
+Shapes stay static (a masked negative becomes a ``-inf`` logit, see :func:`negatives.losses.info_nce`)
+so that the same compiled step serves every condition, and nothing here synchronises with the
+device.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from negatives.config import check_int
+
+
+def _check_valid(valid: Tensor | None, shape: tuple[int, ...], name: str = "valid") -> None:
+    if valid is None:
+        return
+    if valid.dtype != torch.bool:
+        raise ValueError(f"{name} must be a bool tensor (True = usable), got dtype {valid.dtype}")
+    if tuple(valid.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(valid.shape)}")
+
+
+def _check_band(low: float, high: float) -> tuple[float, float]:
+    allowed = "fractions of the ranked negatives with 0 <= low < high <= 1 (hardest first)"
+    for name, value in (("low", low), ("high", high)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise ValueError(f"{name}={value!r} must be a finite number; the band is {allowed}")
+    if not (0.0 <= low < high <= 1.0):
+        raise ValueError(f"low={low!r}, high={high!r} is not a band; allowed are {allowed}")
+    return float(low), float(high)
+
+
+def band_mask(
+    similarities: Tensor,
+    low: float,
+    high: float,
+    valid: Tensor | None = None,
+) -> Tensor:
+    """Keep the negatives whose difficulty percentile lies in ``[low, high)`` (Cai & Frankle 2020).
+
+    Per row (query), the valid negatives are ranked by similarity, hardest (largest) first:
+    rank ``r = 0, ..., n-1`` with ``n`` the number of valid entries of the row. Entry ``j`` is
+    kept iff it is valid and ``low <= r / n < high``. So ``[0, 0.05)`` is "the hardest 5%",
+    ``[0.05, 1)`` "the easiest 95%" and ``[0.001, 1)`` "all but the hardest 0.1%".
+
+    - Ties are broken by index: among equal similarities the earlier column is harder (the
+      sort is stable), so the result is deterministic.
+    - Bands narrower than one negative: the kept ranks are those with ``r / n`` in the band,
+      i.e. ``ceil(low * n) <= r < ceil(high * n)``. ``[0, 0.001)`` with ``n = 100`` keeps the
+      single hardest (``0 / 100 < 0.001``); a band containing no ``r / n``, e.g.
+      ``[0.001, 0.009)`` with ``n = 100``, keeps none, and that row's loss is then 0.
+    - Invalid entries are never kept; a row without valid entries keeps none.
+    - Similarities at valid entries must not be NaN (torch sorts NaN as the largest value).
+
+    Args:
+        similarities: ``(B, K)``, e.g. ``q @ queue.T`` on normalised embeddings; not
+            differentiated through.
+        low, high: the band, fractions in ``[0, 1]`` with ``low < high``.
+        valid: ``(B, K)`` or ``(K,)`` bool, True = the entry is a usable negative (e.g. a
+            filled queue slot, or not the anchor itself); default all valid.
+
+    Returns:
+        ``(B, K)`` bool mask, True = keep.
+    """
+    low, high = _check_band(low, high)
+    if similarities.ndim != 2:
+        raise ValueError(f"similarities must have shape (B, K), got {tuple(similarities.shape)}")
+    sims = similarities.detach()
+    if valid is None:
+        valid = torch.ones_like(sims, dtype=torch.bool)
+    else:
+        if valid.ndim == 1:
+            _check_valid(valid, (sims.shape[1],))
+            valid = valid.to(sims.device).expand_as(sims)
+        _check_valid(valid, tuple(sims.shape))
+        valid = valid.to(sims.device)
+    # Invalid entries sort last (key -inf); a valid entry tied with them at -inf still gets the
+    # right rank below, because ranks count valid entries only.
+    key = sims.masked_fill(~valid, float("-inf"))
+    order = torch.sort(key, dim=1, descending=True, stable=True).indices  # (B, K)
+    valid_sorted = torch.gather(valid, 1, order)  # (B, K)
+    # rank among the valid entries of the row, hardest first: (B, K)
+    rank = torch.cumsum(valid_sorted, dim=1) - 1
+    n = valid_sorted.sum(dim=1, keepdim=True)  # (B, 1)
+    # low <= r/n < high  <=>  r_low <= r < r_high, thresholds per row: (B, 1)
+    r_low, r_high = _first_rank_at(low, n), _first_rank_at(high, n)
+    keep_sorted = valid_sorted & (rank >= r_low) & (rank < r_high)
+    return torch.zeros_like(valid_sorted).scatter(1, order, keep_sorted)
+
+
+def _first_rank_at(fraction: float, n: Tensor) -> Tensor:
+    """Per row, the smallest integer ``r >= 0`` with ``r / n >= fraction`` in float64.
+
+    The comparison is the definition's ``r / n`` as Python computes it (a correctly rounded
+    quotient, monotone in ``r``), so e.g. ``3 / 10 >= 0.3`` holds; ``ceil(fraction * n)`` can be
+    off by one through rounding and is corrected both ways. Done on ``(B, 1)`` rather than on
+    every entry.
+    """
+    n = n.clamp_min(1).double()
+    r = torch.ceil(fraction * n)
+    r = torch.where((r - 1 >= 0) & ((r - 1) / n >= fraction), r - 1, r)
+    r = torch.where(r / n < fraction, r + 1, r)
+    return r.long()
+
+
+def band_fraction_kept(low: float, high: float, n: int) -> float:
+    """Fraction of ``n`` valid negatives that :func:`band_mask` keeps: ``#{r : low <= r/n < high} / n``."""
+    low, high = _check_band(low, high)
+    n = check_int("n", n, 1)
+    return sum(1 for r in range(n) if low <= r / n < high) / n
+
+
+def random_subset_mask(
+    num_rows: int,
+    num_cols: int,
+    k: int,
+    generator: torch.Generator,
+    *,
+    exclude_diagonal: bool = True,
+    valid: Tensor | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    """Keep ``min(k, eligible)`` negatives per row, uniformly at random among the eligible ones.
+
+    Eligible = valid and (if ``exclude_diagonal``) not on the diagonal ``i == j``. Used to
+    decouple the number of negatives ``K`` from the batch size: a SimCLR batch of ``B`` is masked
+    down to ``K`` negative instances per anchor (our design; Nozawa & Sato 2021 vary ``K``
+    through the batch size). Each row's subset is uniform over all ``k``-subsets of its
+    eligible entries: i.i.d. uniform keys, keep the ``k`` largest.
+
+    The keys are drawn on ``generator``'s device (so a CPU generator gives the same mask on any
+    device) and the mask is returned on ``device`` (default: ``valid``'s device, else the
+    generator's).
+    """
+    num_rows = check_int("num_rows", num_rows, 1)
+    num_cols = check_int("num_cols", num_cols, 1)
+    k = check_int("k", k, 0)
+    _check_valid(valid, (num_rows, num_cols))
+    if device is None:
+        device = valid.device if valid is not None else generator.device
+    keys = torch.rand((num_rows, num_cols), generator=generator, device=generator.device)
+    keys = keys.to(device)  # (B, N) in [0, 1)
+    eligible = (
+        torch.ones(num_rows, num_cols, dtype=torch.bool, device=device)
+        if valid is None
+        else valid.to(device).clone()
+    )
+    if exclude_diagonal:
+        eligible &= ~torch.eye(num_rows, num_cols, dtype=torch.bool, device=device)
+    keys = keys.masked_fill(~eligible, -1.0)  # ineligible entries lose to every eligible one
+    top = torch.topk(keys, min(k, num_cols), dim=1).indices  # (B, min(k, N))
+    keep = torch.zeros_like(eligible).scatter(1, top, True)
+    return keep & eligible
+
+
+def same_class_mask(query_labels: Tensor, negative_labels: Tensor) -> Tensor:
+    """True where the negative's class differs from the query's (oracle removal of collisions).
+
+    ``query_labels`` ``(B,)``; ``negative_labels`` shared ``(K,)`` or per query ``(B, K)``.
+    Returns ``(B, K)`` bool. Labels of ``-1`` (e.g. an empty queue slot) are compared like any
+    other; combine with a validity mask for those.
+    """
+    if query_labels.ndim != 1:
+        raise ValueError(f"query_labels must have shape (B,), got {tuple(query_labels.shape)}")
+    batch = query_labels.shape[0]
+    if negative_labels.ndim == 1:
+        negative_labels = negative_labels[None, :]  # (1, K), broadcast over queries
+    elif negative_labels.ndim != 2 or negative_labels.shape[0] != batch:
+        raise ValueError(
+            f"negative_labels must have shape (K,) or ({batch}, K), "
+            f"got {tuple(negative_labels.shape)}"
+        )
+    # (B, 1) vs (1 or B, K) -> (B, K)
+    out = query_labels[:, None] != negative_labels.to(query_labels.device)
+    return out.expand(batch, negative_labels.shape[1]).contiguous()
+
+
+def same_class_fraction(
+    query_labels: Tensor, negative_labels: Tensor, mask: Tensor | None = None
+) -> Tensor:
+    """Per row, the fraction of kept negatives that share the query's class.
+
+    Returns ``(B,)`` float32; a row that keeps no negative gets NaN (the fraction is undefined)
+    without any division warning, so average rows with ``torch.nanmean``.
+    """
+    different = same_class_mask(query_labels, negative_labels)  # (B, K)
+    if mask is None:
+        mask = torch.ones_like(different)
+    else:
+        _check_valid(mask, tuple(different.shape), "mask")
+        mask = mask.to(different.device)
+    kept = mask.sum(dim=1).float()
+    same = (mask & ~different).sum(dim=1).float()
+    return torch.where(kept > 0, same / kept.clamp_min(1.0), torch.full_like(kept, float("nan")))

@@ -1,0 +1,124 @@
+"""Contrastive losses: InfoNCE with shared or per-query negatives and masks, and SimCLR's NT-Xent.
+
+Both return the per-sample loss (no reduction) so that callers can average, weight or log it
+per sample. Logits are built and reduced in float32 even under ``torch.autocast``: with a
+temperature of 0.07 a bf16 dot product (about three significant digits) would move a logit by
+several hundredths, which is the size of the effects the study measures.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from negatives.config import check_float
+
+
+def _check_mask(mask: Tensor, rows: int, cols: int, name: str) -> None:
+    if mask.dtype != torch.bool:
+        raise ValueError(f"{name} must be a bool tensor (True = keep), got dtype {mask.dtype}")
+    if tuple(mask.shape) != (rows, cols):
+        raise ValueError(f"{name} must have shape ({rows}, {cols}), got {tuple(mask.shape)}")
+
+
+def contrastive_logits(query: Tensor, positive: Tensor, negatives: Tensor) -> Tensor:
+    """Dot products ``[q.k+, q.k1-, ..., q.kK-]`` per query, as in MoCo's ``builder.py``.
+
+    ``negatives`` is either shared by all queries, ``(K, D)`` (MoCo's queue), or given per query,
+    ``(B, K, D)``. Returns ``(B, 1 + K)`` with the positive in column 0; no temperature, no
+    normalisation.
+    """
+    if query.ndim != 2:
+        raise ValueError(f"query must have shape (B, D), got {tuple(query.shape)}")
+    if positive.shape != query.shape:
+        raise ValueError(
+            f"positive must have the query's shape {tuple(query.shape)}, got {tuple(positive.shape)}"
+        )
+    batch, dim = query.shape
+    # positive logits: (B, 1)
+    l_pos = torch.einsum("bd,bd->b", query, positive).unsqueeze(-1)
+    if negatives.ndim == 2 and negatives.shape[1] == dim:
+        # q: (B, D), negatives: (K, D) -> (B, K)
+        l_neg = torch.einsum("bd,kd->bk", query, negatives)
+    elif negatives.ndim == 3 and negatives.shape[0] == batch and negatives.shape[2] == dim:
+        # q: (B, D), negatives: (B, K, D) -> (B, K)
+        l_neg = torch.einsum("bd,bkd->bk", query, negatives)
+    else:
+        raise ValueError(
+            f"negatives must have shape (K, {dim}) or ({batch}, K, {dim}), "
+            f"got {tuple(negatives.shape)}"
+        )
+    return torch.cat([l_pos, l_neg], dim=1)  # (B, 1+K)
+
+
+def info_nce(
+    query: Tensor,
+    positive: Tensor,
+    negatives: Tensor,
+    temperature: float,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Per-sample InfoNCE (van den Oord et al. 2018; MoCo, He et al. 2020, eq. 1).
+
+    ``loss_b = -log( exp(q.k+/T) / (exp(q.k+/T) + sum_{j kept} exp(q.k_j/T)) )``.
+
+    ``mask`` (``(B, K)`` bool, True = keep) removes negatives exactly: their logits become
+    ``-inf``, so they add ``exp(-inf) = 0`` to the denominator and receive zero gradient. The
+    positive is never masked, so a row with every negative masked has loss ``-log 1 = 0``.
+    Inputs are used as given: the caller L2-normalises them if it wants cosine similarities.
+    Returns ``(B,)``, float32.
+    """
+    temperature = check_float("temperature", temperature, 0.0, strict_minimum=True)
+    with torch.autocast(device_type=query.device.type, enabled=False):
+        logits = contrastive_logits(query.float(), positive.float(), negatives.float())
+        logits = logits / temperature  # (B, 1+K)
+        if mask is not None:
+            batch, k = logits.shape[0], logits.shape[1] - 1
+            _check_mask(mask, batch, k, "mask")
+            keep = torch.cat([mask.new_ones(batch, 1), mask.to(logits.device)], dim=1)
+            logits = logits.masked_fill(~keep, float("-inf"))
+        # -log softmax at the positive (column 0); finite because column 0 is never -inf
+        return torch.logsumexp(logits, dim=1) - logits[:, 0]
+
+
+def nt_xent(
+    z1: Tensor,
+    z2: Tensor,
+    temperature: float,
+    neg_mask: Tensor | None = None,
+) -> Tensor:
+    """Per-view NT-Xent of SimCLR (Chen et al. 2020, eq. 1), the loss ``l(i, j)`` for all 2B views.
+
+    Views are ordered ``[z1; z2]``; anchor ``a`` has as positive the other view of its instance
+    and as negatives both views of every other instance (2(B-1) of them). ``neg_mask``
+    (``(B, B)`` bool, True = instance ``j`` is a negative for anchor instance ``i``; the
+    diagonal is ignored) is expanded to both views of both instances, so keeping ``K`` negative
+    instances keeps ``2K`` negative views; dropped views leave the denominator exactly.
+
+    The inputs are L2-normalised here (sim = cosine similarity, as in the paper); normalisation
+    is idempotent, so already-normalised inputs are fine. Returns ``(2B,)``, float32.
+    """
+    temperature = check_float("temperature", temperature, 0.0, strict_minimum=True)
+    if z1.ndim != 2 or z1.shape != z2.shape:
+        raise ValueError(
+            f"z1 and z2 must both have shape (B, D), got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
+    batch = z1.shape[0]
+    if neg_mask is not None:
+        _check_mask(neg_mask, batch, batch, "neg_mask")
+    with torch.autocast(device_type=z1.device.type, enabled=False):
+        z = F.normalize(torch.cat([z1.float(), z2.float()], dim=0), dim=1)  # (2B, D)
+        sim = (z @ z.T) / temperature  # (2B, 2B)
+        idx = torch.arange(2 * batch, device=z.device)
+        pos_idx = (idx + batch) % (2 * batch)  # view a's partner: (2B,)
+        instance = idx % batch  # (2B,)
+        same_instance = instance[:, None] == instance[None, :]  # self and positive, (2B, 2B)
+        if neg_mask is None:
+            keep = ~same_instance
+        else:
+            # instance-level (B, B) -> view-level (2B, 2B): keep[a, b] = neg_mask[a % B, b % B]
+            keep = neg_mask.to(z.device).repeat(2, 2) & ~same_instance
+        keep[idx, pos_idx] = True
+        logits = sim.masked_fill(~keep, float("-inf"))
+        return torch.logsumexp(logits, dim=1) - sim[idx, pos_idx]

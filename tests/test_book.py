@@ -1,0 +1,291 @@
+"""The book driver (negatives.book): the whole smoke book, and its failure modes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from negatives.book import (
+    MATHJAX,
+    BookBuildError,
+    Chapter,
+    build,
+    main,
+    parse_params,
+    read_toc,
+    timings_table,
+    toc_chapters,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+class _Page(HTMLParser):
+    """The scripts, stylesheets, images and output blocks of one HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.script_srcs: list[str] = []
+        self.inline_scripts: list[str] = []
+        self.link_hrefs: list[str] = []
+        self.img_srcs: list[str] = []
+        self.classes: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if a.get("class"):
+            self.classes.append(a["class"])
+        if tag == "script":
+            if a.get("src"):
+                self.script_srcs.append(a["src"])
+            self._in_script = not a.get("src")
+        elif tag == "link" and a.get("href"):
+            self.link_hrefs.append(a["href"])
+        elif tag == "img" and a.get("src"):
+            self.img_srcs.append(a["src"])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script and data.strip():
+            self.inline_scripts.append(data)
+
+
+def _parse(path: Path) -> tuple[_Page, str]:
+    text = path.read_text()
+    page = _Page()
+    page.feed(text)
+    return page, text
+
+
+def _notebook(path: Path, *code: str) -> None:
+    """A chapter-like notebook: title, a `parameters` cell with `profile`, then ``code``."""
+    cells = [
+        new_markdown_cell("# A test chapter"),
+        new_code_cell('profile = "book"\nscale = 1', metadata={"tags": ["parameters"]}),
+        *(new_code_cell(c) for c in code),
+    ]
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+
+
+def _tiny_book(root: Path, chapters: dict[str, tuple[str, ...] | None]) -> Path:
+    """A book root whose toc lists ``chapters``; ``None`` = the notebook does not exist."""
+    (root / "book").mkdir(parents=True)
+    (root / "book" / "intro.md").write_text("# Intro\n")
+    entries = "".join(f"  - file: book/_generated/{name}\n" for name in chapters)
+    (root / "_toc.yml").write_text(f"format: jb-book\nroot: book/intro\nchapters:\n{entries}")
+    (root / MATHJAX).parent.mkdir(parents=True)
+    (root / MATHJAX).write_text("// stand-in: these tests never reach the HTML build\n")
+    for name, code in chapters.items():
+        if code is not None:
+            _notebook(root / "notebooks" / f"{name}.ipynb", *code)
+    return root
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole book, smoke profile
+
+
+@pytest.fixture(scope="module")
+def smoke_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repository's book built with the smoke profile in a temporary copy."""
+    if not (REPO / MATHJAX).is_file():
+        pytest.fail(f"{REPO / MATHJAX} is missing: run `bash scripts/setup.sh` first")
+    root = tmp_path_factory.mktemp("book")
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(REPO / name, root / name)
+    shutil.copytree(REPO / "book", root / "book", ignore=shutil.ignore_patterns("_generated"))
+    shutil.copytree(REPO / "notebooks", root / "notebooks")
+    (root / "_vendor").symlink_to(REPO / "_vendor", target_is_directory=True)
+    # TODO(lead): drop --allow-missing when all chapters exist
+    cmd = [sys.executable, "-m", "negatives.book", "build", "--profile", "smoke"]
+    cmd += ["--root", str(root), "--allow-missing"]
+    res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, f"smoke build failed:\n{res.stdout[-6000:]}\n{res.stderr[-6000:]}"
+    return root
+
+
+def _built_chapters(root: Path) -> list[Chapter]:
+    return [c for c in toc_chapters(read_toc(root)) if (root / c.source).is_file()]
+
+
+@pytest.mark.slow
+def test_smoke_book_has_every_chapter_with_a_figure_and_no_error(smoke_book: Path) -> None:
+    html = smoke_book / "_build" / "html"
+    chapters = _built_chapters(smoke_book)
+    assert "reproducibility" in [c.name for c in chapters]
+    for page in ("book/intro.html", "book/references.html", "index.html"):
+        assert (html / page).is_file(), page
+    for ch in chapters:
+        path = html / f"{ch.docname}.html"
+        assert path.is_file(), f"{ch.name}: no page {path}"
+        page, text = _parse(path)
+        figures = [s for s in page.img_srcs if "_images/" in s]
+        assert figures, f"{ch.name}: no figure on the page"
+        for src in figures:
+            assert (path.parent / src).resolve().is_file(), f"{ch.name}: broken image {src}"
+        assert "Traceback" not in text, f"{ch.name}: a traceback on the page"
+        assert "An Exception was encountered" not in text, f"{ch.name}: papermill error cell"
+        bad = [c for c in page.classes if {"stderr", "traceback", "error"} & set(c.split())]
+        assert not bad, f"{ch.name}: error or stderr output blocks {bad}"
+
+
+@pytest.mark.slow
+def test_smoke_book_loads_nothing_from_the_network(smoke_book: Path) -> None:
+    html = smoke_book / "_build" / "html"
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    pages = sorted(html.rglob("*.html"))
+    assert pages
+    for path in pages:
+        page, _ = _parse(path)
+        external = [
+            u for u in page.script_srcs + page.link_hrefs if "://" in u or u.startswith("//")
+        ]
+        assert not external, f"{path.relative_to(html)} loads {external}"
+        inline_urls = [s for s in page.inline_scripts if "http://" in s or "https://" in s]
+        assert not inline_urls, f"{path.relative_to(html)} has URLs in scripts: {inline_urls}"
+        for src in (s for s in page.script_srcs if "mathjax" in s.lower()):
+            assert (path.parent / src.split("?")[0]).resolve() == (
+                html / "_static" / "mathjax" / "tex-chtml.js"
+            ).resolve(), f"{path.relative_to(html)}: MathJax from {src}"
+    intro, _ = _parse(html / "book" / "intro.html")  # the intro has formulas
+    assert any("_static/mathjax/tex-chtml.js" in s for s in intro.script_srcs)
+
+
+@pytest.mark.slow
+def test_smoke_book_records_timings(smoke_book: Path) -> None:
+    data = json.loads((smoke_book / "book" / "_generated" / "timings.json").read_text())
+    assert data["profile"] == "smoke"
+    names = [c.name for c in _built_chapters(smoke_book)]
+    assert sorted(data["notebooks"]) == sorted(names)
+    for name, record in data["notebooks"].items():
+        assert record["profile"] == "smoke"
+        assert record["seconds"] > 0, name
+        assert record["started"] <= record["finished"], name
+    table = timings_table(smoke_book / "book" / "_generated" / "timings.json")
+    assert table["notebook"].iloc[-1] == "reproducibility"  # it runs after the chapters
+
+
+# ---------------------------------------------------------------------------------------------
+# failures
+
+
+def test_failing_notebook_names_the_notebook_and_the_cell(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _tiny_book(tmp_path, {"boom": ("x = 1", "y = 2\nraise ZeroDivisionError('on purpose')")})
+    rc = main(["build", "--profile", "smoke", "--root", str(root)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "notebooks/boom.ipynb" in err
+    # cells: title, parameters, papermill's injected parameters, x = 1, the raise -> count 4
+    assert "cell [4]" in err
+    assert "ZeroDivisionError: on purpose" in err
+    partial = root / "book" / "_generated" / "boom.ipynb"
+    assert str(partial) in err
+    assert "injected-parameters" in partial.read_text()  # papermill wrote the partial copy
+
+
+def test_unknown_profile_is_refused_naming_profile(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _tiny_book(tmp_path, {"ok": ("x = 1",)})
+    with pytest.raises(ValueError, match="profile='huge'"):
+        build(root, profile="huge")
+    assert main(["build", "--profile", "huge", "--root", str(root)]) == 2
+    assert "profile" in capsys.readouterr().err
+
+
+def test_missing_notebook_needs_allow_missing(tmp_path: Path) -> None:
+    root = _tiny_book(tmp_path, {"ghost": None})
+    with pytest.raises(BookBuildError, match="notebooks/ghost.ipynb does not exist"):
+        build(root, profile="smoke")
+
+
+def test_no_execute_needs_executed_copies(tmp_path: Path) -> None:
+    root = _tiny_book(tmp_path, {"ok": ("x = 1",)})
+    with pytest.raises(BookBuildError, match="book/_generated/ok.ipynb has not been executed"):
+        build(root, profile="smoke", execute=False)
+
+
+def test_unknown_only_and_unknown_param_are_refused(tmp_path: Path) -> None:
+    root = _tiny_book(tmp_path, {"ok": ("x = 1",)})
+    with pytest.raises(ValueError, match="only='nope'"):
+        build(root, profile="smoke", only="nope")
+    # `scale` is declared by the notebook, `nope` by none: refused before anything runs
+    with pytest.raises(ValueError, match=r"param=\['nope'\]"):
+        build(root, profile="smoke", params={"scale": 2, "nope": 1})
+    assert not (root / "book" / "_generated").exists()
+
+
+def test_parse_params_reads_literals_and_strings() -> None:
+    got = parse_params(["K=64", "t=0.07", "device=cuda", "ks=[1, 2]", "x=None", "ok=True"])
+    assert got == {"K": 64, "t": 0.07, "device": "cuda", "ks": [1, 2], "x": None, "ok": True}
+    assert parse_params(["name=a=b"]) == {"name": "a=b"}
+    with pytest.raises(ValueError, match="param"):
+        parse_params(["K64"])
+    with pytest.raises(ValueError, match="param=profile"):
+        parse_params(["profile=full"])
+
+
+def test_toc_chapters_in_reading_order() -> None:
+    toc = {
+        "format": "jb-book",
+        "root": "book/intro",
+        "parts": [
+            {"caption": "A", "chapters": [{"file": "book/_generated/a"}, {"file": "book/x"}]},
+            {
+                "caption": "B",
+                "chapters": [
+                    {"file": "book/_generated/b", "sections": [{"file": "book/_generated/c"}]}
+                ],
+            },
+        ],
+    }
+    assert [c.name for c in toc_chapters(toc)] == ["a", "b", "c"]
+    repo = [c.name for c in toc_chapters(read_toc(REPO))]
+    assert repo[-1] == "reproducibility"
+    assert repo == ["coupon", "difficulty", "bounds", "more_negatives", "reproducibility"]
+
+
+def test_timings_table_orders_by_start(tmp_path: Path) -> None:
+    path = tmp_path / "timings.json"
+    rec = {"profile": "smoke", "parameters": {}}
+    path.write_text(
+        json.dumps(
+            {
+                "notebooks": {
+                    "late": {**rec, "seconds": 2.0, "started": "2025-01-01T00:00:09+00:00",
+                             "finished": "2025-01-01T00:00:11+00:00"},
+                    "early": {**rec, "seconds": 5.0, "started": "2025-01-01T00:00:01+00:00",
+                              "finished": "2025-01-01T00:00:06+00:00"},
+                }
+            }
+        )
+    )  # fmt: skip
+    table = timings_table(path)
+    assert list(table["notebook"]) == ["early", "late"]
+    assert list(table["seconds"]) == [5.0, 2.0]
+    assert timings_table(tmp_path / "absent.json").empty

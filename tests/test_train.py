@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from negatives import runs
+from negatives.data import load_dataset
+from negatives.train import TrainConfig, TrainingDiverged, run, sweep, train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", train_size=512, test_size=128)
+
+
+@pytest.fixture(scope="module")
+def latent():
+    return load_dataset(
+        "latent-class", num_classes=5, dim=8, noise=0.3, train_size=500, test_size=100
+    )
+
+
+def _tiny(**kw) -> TrainConfig:
+    base = dict(
+        epochs=2, batch_size=64, width=8, proj_hidden=32, proj_dim=16, queue_size=128, device="cpu"
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(method="simclr"),
+        dict(method="simclr", negatives="random-k", num_negatives=7),
+        dict(method="simclr", negatives="band", band_low=0.0, band_high=0.25),
+        dict(method="simclr", negatives="no-same-class"),
+        dict(method="moco"),
+        dict(method="moco", negatives="band", band_low=0.05, band_high=1.0),
+        dict(method="moco", negatives="random-k", num_negatives=16),
+        dict(method="moco", negatives="no-same-class"),
+    ],
+)
+def test_every_regime_trains_and_logs(digits, kw) -> None:
+    out = train(_tiny(**kw), digits, progress=False)
+    h = out.history
+    assert h["epoch"] == [1, 2]
+    assert all(math.isfinite(x) for x in h["loss"])
+    if kw.get("negatives") == "no-same-class":
+        assert max(h["same_class_fraction"]) == 0.0
+    if kw.get("negatives") == "random-k":
+        assert h["negatives_used"][-1] == pytest.approx(kw["num_negatives"])
+    if kw.get("method") == "moco" and kw.get("negatives", "all") == "all":
+        assert 127 <= h["negatives_used"][-1] <= 128
+        # same-class rate of the whole queue is near the base rate 1/10 (digits: 10 classes)
+        assert 0.02 < h["same_class_fraction"][-1] < 0.3
+
+
+def test_the_querys_own_key_is_never_its_negative() -> None:
+    # the queue holds the whole data set, so each query's own earlier key is always there
+    small = load_dataset("digits", train_size=128, test_size=32)
+    out = train(_tiny(method="moco", epochs=3, batch_size=128), small, progress=False)
+    assert out.history["negatives_used"][-1] == pytest.approx(127)
+
+
+def test_training_lowers_the_loss(digits) -> None:
+    out = train(_tiny(epochs=6, method="simclr"), digits, progress=False)
+    assert out.history["loss"][-1] < out.history["loss"][0]
+
+
+def test_latent_class_positives(latent) -> None:
+    out = train(_tiny(arch="mlp", positives="latent-class", batch_size=50), latent, progress=False)
+    assert out.history["loss"][-1] < out.history["loss"][0]
+
+
+def test_same_seed_gives_identical_results_and_another_seed_does_not(digits) -> None:
+    a = train(_tiny(method="moco"), digits, progress=False)
+    b = train(_tiny(method="moco"), digits, progress=False)
+    c = train(_tiny(method="moco", seed=1), digits, progress=False)
+    assert a.history["loss"] == b.history["loss"]
+    for (ka, va), (_, vb) in zip(
+        a.model.state_dict().items(), b.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(va, vb), ka
+    assert a.history["loss"] != c.history["loss"]
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco"])
+def test_interrupted_run_resumes_to_the_same_result(digits, tmp_path, method) -> None:
+    config = _tiny(method=method, epochs=3)
+    whole = train(config, digits, progress=False)
+    ckpt = tmp_path / "ckpt.pt"
+    part = train(config, digits, checkpoint=ckpt, progress=False, stop_after_epochs=1)
+    assert part.history["epoch"] == [1] and not part.extra["finished"]
+    resumed = train(config, digits, checkpoint=ckpt, progress=False)
+    assert resumed.history["epoch"] == [1, 2, 3]
+    assert resumed.history["loss"] == pytest.approx(whole.history["loss"], rel=1e-6)
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_the_checkpoint(digits, tmp_path) -> None:
+    ckpt = tmp_path / "ckpt.pt"
+    config = _tiny(epochs=3)
+    train(config, digits, checkpoint=ckpt, progress=False, stop_after_epochs=1)
+    before = ckpt.read_bytes()
+
+    # poison the weights after the first epoch so that the loss becomes NaN
+    state = runs.load_torch(ckpt)
+    state["model"] = {
+        k: (v * math.nan if v.is_floating_point() else v) for k, v in state["model"].items()
+    }
+    poisoned = tmp_path / "poisoned.pt"
+    runs.save_torch(poisoned, state)
+    with pytest.raises(TrainingDiverged, match="loss became nan"):
+        train(config, digits, checkpoint=poisoned, progress=False)
+    assert ckpt.read_bytes() == before
+
+
+def test_run_cache_reuses_finished_runs_and_detects_corruption(digits, tmp_path) -> None:
+    store = runs.RunStore(tmp_path)
+    config = _tiny(epochs=1)
+    first = run(config, digits, store, progress=False)
+    result_path = store.run_dir(first.run_id) / "result.json"
+    mtime = result_path.stat().st_mtime_ns
+    again = run(config, digits, store, progress=False)
+    assert again.run_id == first.run_id and result_path.stat().st_mtime_ns == mtime
+    assert again.history == first.history
+    model = again.load_model()
+    assert sum(p.numel() for p in model.parameters()) > 0
+    # a truncated result is detected and recomputed
+    result_path.write_text(result_path.read_text()[:50])
+    third = run(config, digits, store, progress=False)
+    assert third.history["loss"] == pytest.approx(first.history["loss"])
+    assert (store.run_dir(first.run_id) / "result.json.corrupt").exists()
+    # the config and the data both name the run
+    other = sweep([config.replace(seed=1)], digits, store, progress=False)[0]
+    assert other.run_id != first.run_id
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(method="byol"), "method"),
+        (dict(negatives="hardest"), "negatives"),
+        (dict(negatives="random-k"), "num_negatives"),
+        (dict(negatives="random-k", num_negatives=0), "num_negatives"),
+        (dict(negatives="random-k", num_negatives=64, batch_size=64), "num_negatives"),
+        (dict(num_negatives=5), "num_negatives"),
+        (dict(band_low=0.5, band_high=0.5), "band_low"),
+        (dict(band_high=1.5), "band_high"),
+        (dict(temperature=0.0), "temperature"),
+        (dict(epochs=0), "epochs"),
+        (dict(device="tpu"), "device"),
+    ],
+)
+def test_bad_config_names_the_parameter(kw, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**kw)
+
+
+def test_config_fields_are_plain_values() -> None:
+    for f in dataclasses.fields(TrainConfig):
+        assert f.type in {"str", "int", "float", "bool", "int | None"}, f
