@@ -52,7 +52,7 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
   step "apt-get install ${apt_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive
   quiet "${sudo[@]}" apt-get update
-  quiet "${sudo[@]}" apt-get install -y --no-install-recommends "${apt_packages[@]}"
+  quiet "${sudo[@]}" apt-get install -y "${apt_packages[@]}"
 else
   step "Debian packages: already installed"
 fi

@@ -239,37 +239,22 @@ def _hide_default_parameters(path: Path) -> None:
 
 
 def _plan(
-    root: Path,
-    chapters: list[Chapter],
-    execute: bool,
-    only: str | None,
-    allow_missing: bool,
-) -> tuple[list[Chapter], list[Chapter], list[str]]:
-    """Which chapters to execute, which to render, and notices about the skipped ones."""
+    root: Path, chapters: list[Chapter], execute: bool, only: str | None
+) -> tuple[list[Chapter], list[tuple[Chapter, str]]]:
+    """The chapters to execute, and those that cannot be rendered (with the reason)."""
     to_run: list[Chapter] = []
-    to_render: list[Chapter] = []
-    missing: list[str] = []
+    missing: list[tuple[Chapter, str]] = []
     for ch in chapters:
+        runs = execute and (only is None or ch.name in (only, REPORT))
         if not (root / ch.source).is_file():
             if ch.name == only:
                 raise BookBuildError(f"--only {only}: {ch.source} does not exist")
-            missing.append(f"{ch.source} does not exist yet")
-            continue
-        runs = execute and (only is None or ch.name in (only, REPORT))
-        if not runs and not (root / ch.executed).is_file():
-            missing.append(f"{ch.executed} has not been executed yet")
-            continue
-        if runs:
+            missing.append((ch, f"{ch.source} does not exist yet"))
+        elif runs:
             to_run.append(ch)
-        to_render.append(ch)
-    if missing and not allow_missing:
-        raise BookBuildError(
-            "cannot build the whole book:\n  "
-            + "\n  ".join(missing)
-            + "\n(run without --only / --no-execute, or pass --allow-missing to skip them)"
-        )
-    notices = [f"skipping {m} (--allow-missing)" for m in missing]
-    return to_run, to_render, notices
+        elif not (root / ch.executed).is_file():
+            missing.append((ch, f"{ch.executed} has not been executed yet"))
+    return to_run, missing
 
 
 def build(
@@ -304,9 +289,15 @@ def build(
             "npm's mathjax es5 bundle there so that formulas render offline"
         )
 
-    to_run, to_render, notices = _plan(root, chapters, execute, only, allow_missing)
-    for notice in notices:
-        print(notice, flush=True)
+    to_run, missing = _plan(root, chapters, execute, only)
+    if missing and not allow_missing:
+        raise BookBuildError(
+            "cannot build the whole book:\n  "
+            + "\n  ".join(reason for _, reason in missing)
+            + "\n(run without --only / --no-execute, or pass --allow-missing to skip them)"
+        )
+    for _, reason in missing:
+        print(f"skipping: {reason} (--allow-missing)", flush=True)
     # The report page runs after every chapter it reports on.
     to_run.sort(key=lambda c: c.name == REPORT)
 
@@ -342,7 +333,7 @@ def build(
         timings["finished"] = _now()
         _write_json(timings_path, timings)
 
-    return build_html(root, toc, [c.docname for c in chapters if c not in to_render])
+    return build_html(root, toc, [ch.docname for ch, _ in missing])
 
 
 def build_html(root: Path, toc: dict[str, Any], skipped: Sequence[str] = ()) -> Path:

@@ -48,7 +48,7 @@ def _prior(num_classes: int | None, class_probs: Sequence[float] | None) -> np.n
     probs = np.asarray(cfg.check_probabilities("class_probs", class_probs), dtype=np.float64)
     if np.all(probs == probs[0]):
         return len(probs)  # uniform after all: take the exact integer route
-    return probs
+    return probs / math.fsum(probs)  # remove the <= 1e-9 slack that check_probabilities allows
 
 
 def _uniform_surjections(num_draws: int, num_classes: int) -> int:

@@ -108,5 +108,23 @@ def merge_profile(
     unknown = sorted(set(overrides) - set(values))
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown}; allowed: {sorted(values)}")
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, str) and isinstance(values[key], tuple | list):
+            value = parse_list(key, value)
+        values[key] = value
     return values
+
+
+def parse_list(name: str, text: str) -> Any:
+    """A list given as text, as ``papermill -p name '[1, 2]'`` passes it (or ``'a,b'``)."""
+    import ast
+
+    stripped = text.strip()
+    if stripped.startswith(("[", "(")):
+        try:
+            return ast.literal_eval(stripped)
+        except (ValueError, SyntaxError):
+            raise ValueError(f"{name}={text!r} is not a valid list, e.g. '[1, 2, 3]'") from None
+    return [part.strip() for part in stripped.split(",") if part.strip()]

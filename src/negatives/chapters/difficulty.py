@@ -1,13 +1,41 @@
-"""Chapter 2: are all negatives created equal? (Cai & Frankle 2020, MoCo v2 difficulty bands)."""
+"""Chapter 2: are all negatives created equal? (Cai & Frankle 2020, MoCo v2 difficulty bands).
+
+Cai & Frankle (2020), "Are all negatives created equal in contrastive instance
+discrimination?", rank each query's negatives in MoCo v2's queue by their difficulty
+``s_j = q . k_j`` (normalised contrastive embeddings, hardest first) and train with only the
+negatives whose rank percentile lies in a band ``[low, high)``. This module builds every run of
+the chapter from one frozen parameter set (:class:`DifficultyParams`), trains or reuses them
+(:func:`run_conditions`), and turns the results into the chapter's tables:
+
+* :func:`summarize_conditions`: mean and 95% interval of the linear-probe accuracy over seeds,
+  and the paired difference to "all negatives" at the same temperature and seed;
+* :func:`verdicts`: one row per claim of the paper, decided by an explicit rule on the intervals
+  (:func:`decide`);
+* :func:`same_class_by_rank` / :func:`same_class_summary`: how often negatives of each difficulty
+  band share the query's class, against the base rate;
+* :func:`hardness_consistency`: whether some negatives are hard (or easy) for many queries more
+  often than a shuffled null allows.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy import stats as scipy_stats
+from torch import Tensor, nn
+
 from negatives import config as cfg
+from negatives import filters, probes
 from negatives.data import DATASETS, Dataset, load_dataset
-from negatives.train import TrainConfig
+from negatives.runs import RunStore
+from negatives.stats import mean_interval
+from negatives.train import RANK_BIN_EDGES, Run, TrainConfig, sweep
 
 # The paper's four conditions, as [low, high) fractions of each query's ranked queue (hardest
 # first). ``all`` is trained with negatives="all" (the same set, without the sort).
@@ -17,35 +45,93 @@ MAIN_BANDS: dict[str, tuple[float, float]] = {
     "easiest 95%": (0.05, 1.0),
     "all but hardest 0.1%": (0.001, 1.0),
 }
+REFERENCE = "all"
+
+# "Within about 0.7 points of all negatives" (the paper's ImageNet result for the hardest 5%):
+# the margin that separates "as good as all negatives" from "clearly worse" in the verdicts.
+PAPER_MARGIN: float = 0.7
+
+GROUPS: tuple[str, ...] = ("main", "fine", "oracle", "rescaled")
 
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "smoke": dict(
-        dataset="digits", train_size=None, test_size=None, arch="cnn-small", width=16, epochs=2,
-        batch_size=64, queue_size=512, momentum=0.99, optimizer="adamw", lr=2e-3,
-        weight_decay=1e-4, temperatures=(0.07, 0.2), seeds=2,
-        fine_bands=((0.0, 0.01), (0.05, 0.1), (0.5, 1.0)), fine_temperature=0.2, device="auto",
+        dataset="digits",
+        train_size=None,
+        test_size=None,
+        arch="cnn-small",
+        width=16,
+        epochs=2,
+        batch_size=64,
+        queue_size=512,
+        momentum=0.99,
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=1e-4,
+        temperatures=(0.07, 0.2),
+        seeds=2,
+        fine_bands=((0.0, 0.01), (0.05, 0.1), (0.5, 1.0)),
+        fine_temperature=None,
+        consistency_keys=200,
+        consistency_queries=400,
+        consistency_top_fraction=0.05,
+        device="auto",
     ),
     "book": dict(
-        dataset="fashion-mnist", train_size=5000, test_size=2000, arch="cnn-small", width=32,
-        epochs=4, batch_size=256, queue_size=2048, momentum=0.99, optimizer="adamw", lr=2e-3,
-        weight_decay=1e-4, temperatures=(0.07, 0.2), seeds=3,
+        dataset="fashion-mnist",
+        train_size=5000,
+        test_size=2000,
+        arch="cnn-small",
+        width=32,
+        epochs=4,
+        batch_size=256,
+        queue_size=2048,
+        momentum=0.99,
+        optimizer="adamw",
+        lr=2e-3,
+        weight_decay=1e-4,
+        temperatures=(0.07, 0.2),
+        seeds=3,
         fine_bands=((0.0, 0.01), (0.05, 0.1), (0.1, 0.2), (0.2, 0.5), (0.5, 1.0)),
-        fine_temperature=0.2, device="auto",
+        fine_temperature=None,
+        consistency_keys=1000,
+        consistency_queries=3000,
+        consistency_top_fraction=0.05,
+        device="auto",
     ),
     # MoCo v2 on CIFAR-10 (ResNet-18, queue 4096, m = 0.99, SGD lr 0.06, wd 5e-4, 200 epochs).
     "full": dict(
-        dataset="cifar10", train_size=None, test_size=None, arch="resnet18-cifar", width=64,
-        epochs=200, batch_size=256, queue_size=4096, momentum=0.99, optimizer="sgd", lr=0.06,
-        weight_decay=5e-4, temperatures=(0.07, 0.2), seeds=3,
+        dataset="cifar10",
+        train_size=None,
+        test_size=None,
+        arch="resnet18-cifar",
+        width=64,
+        epochs=200,
+        batch_size=256,
+        queue_size=4096,
+        momentum=0.99,
+        optimizer="sgd",
+        lr=0.06,
+        weight_decay=5e-4,
+        temperatures=(0.07, 0.2),
+        seeds=3,
         fine_bands=((0.0, 0.01), (0.05, 0.1), (0.1, 0.2), (0.2, 0.5), (0.5, 1.0)),
-        fine_temperature=0.2, device="auto",
+        fine_temperature=None,
+        consistency_keys=4096,
+        consistency_queries=20000,
+        consistency_top_fraction=0.05,
+        device="auto",
     ),
 }
 
 
 @dataclass(frozen=True)
 class DifficultyParams:
-    """The chapter's papermill parameters (see :data:`PROFILE_DEFAULTS` for each profile)."""
+    """The chapter's papermill parameters (see :data:`PROFILE_DEFAULTS` for each profile).
+
+    ``fine_temperature`` (the temperature of the fine band sweep, the oracle and the rescaled
+    band) defaults to the highest of ``temperatures`` (0.2 is MoCo v2's) and must be one of them,
+    so that every condition has an "all negatives" reference at its temperature.
+    """
 
     profile: str
     dataset: str
@@ -63,13 +149,17 @@ class DifficultyParams:
     temperatures: tuple[float, ...]
     seeds: int
     fine_bands: tuple[tuple[float, float], ...]
-    fine_temperature: float
+    fine_temperature: float | None
+    consistency_keys: int
+    consistency_queries: int
+    consistency_top_fraction: float
     device: str
     data_root: str | None = None
     results_dir: str = "results"
 
     @classmethod
     def from_profile(cls, profile: str = "book", **overrides: Any) -> DifficultyParams:
+        """The profile's defaults with the non-``None`` overrides on top (unknown names refused)."""
         extra = {k: overrides.pop(k) for k in ("data_root", "results_dir") if k in overrides}
         values = cfg.merge_profile(profile, PROFILE_DEFAULTS, overrides)
         return cls(profile=profile, **values, **{k: v for k, v in extra.items() if v is not None})
@@ -78,30 +168,85 @@ class DifficultyParams:
         # latent-class vectors have no views to augment: instance discrimination needs images
         cfg.check_choice("dataset", self.dataset, [d for d in DATASETS if d != "latent-class"])
         cfg.check_int("seeds", self.seeds, 1)
+        for name in ("train_size", "test_size"):
+            if getattr(self, name) is not None:
+                cfg.check_int(name, getattr(self, name), 1)
         temps = self.temperatures
-        temps = (temps,) if isinstance(temps, int | float) else tuple(temps)
-        if not temps:
-            raise ValueError("temperatures must list at least one temperature > 0")
-        temps = tuple(cfg.check_float(f"temperatures[{i}]", t, 0.0, strict_minimum=True) for i, t in enumerate(temps))
+        temps = (
+            (temps,) if isinstance(temps, int | float) and not isinstance(temps, bool) else temps
+        )
+        if isinstance(temps, str) or not isinstance(temps, list | tuple) or not temps:
+            raise ValueError(f"temperatures={temps!r} must be a non-empty list of numbers > 0")
+        temps = tuple(
+            cfg.check_float(f"temperatures[{i}]", t, 0.0, strict_minimum=True)
+            for i, t in enumerate(temps)
+        )
+        if len(set(temps)) != len(temps):
+            raise ValueError(f"temperatures={list(temps)} lists a temperature twice")
         object.__setattr__(self, "temperatures", temps)
-        cfg.check_float("fine_temperature", self.fine_temperature, 0.0, strict_minimum=True)
+        fine_t = max(temps) if self.fine_temperature is None else self.fine_temperature
+        fine_t = cfg.check_float("fine_temperature", fine_t, 0.0, strict_minimum=True)
+        if fine_t not in temps:
+            raise ValueError(
+                f"fine_temperature={fine_t} must be one of temperatures={list(temps)} (its runs are "
+                "compared with the 'all negatives' runs at the same temperature)"
+            )
+        object.__setattr__(self, "fine_temperature", fine_t)
+        if isinstance(self.fine_bands, str) or not isinstance(self.fine_bands, list | tuple):
+            raise ValueError(f"fine_bands={self.fine_bands!r} must be a list of pairs [low, high]")
         bands = []
         for i, band in enumerate(self.fine_bands):
             if not isinstance(band, list | tuple) or len(band) != 2:
-                raise ValueError(f"fine_bands[{i}]={band!r} must be a pair [low, high] of fractions in [0, 1]")
+                raise ValueError(
+                    f"fine_bands[{i}]={band!r} must be a pair [low, high] of fractions in [0, 1]"
+                )
             low = cfg.check_float(f"fine_bands[{i}][0]", band[0], 0.0, 1.0)
             high = cfg.check_float(f"fine_bands[{i}][1]", band[1], 0.0, 1.0)
             if low >= high:
-                raise ValueError(f"fine_bands[{i}]={list(band)}: low must be < high")
+                raise ValueError(
+                    f"fine_bands[{i}]={list(band)}: low must be < high (hardest first)"
+                )
             bands.append((low, high))
         object.__setattr__(self, "fine_bands", tuple(bands))
-        self.conditions()  # TrainConfig validates the rest
+        cfg.check_int("consistency_keys", self.consistency_keys, 2)
+        cfg.check_int("consistency_queries", self.consistency_queries, 1)
+        cfg.check_float(
+            "consistency_top_fraction", self.consistency_top_fraction, 0.0, 1.0, strict_minimum=True
+        )
+        if self.consistency_top_fraction >= 1.0:
+            raise ValueError(
+                f"consistency_top_fraction={self.consistency_top_fraction} must be < 1 (every key "
+                "would be in every query's top set)"
+            )
+        if (
+            self.train_size is not None
+            and self.consistency_keys + self.consistency_queries > self.train_size
+        ):
+            raise ValueError(
+                f"consistency_keys + consistency_queries = "
+                f"{self.consistency_keys + self.consistency_queries} exceeds train_size={self.train_size} "
+                "(keys and queries are disjoint training images)"
+            )
+        self.conditions()  # TrainConfig validates the rest (lr, batch_size, device, ...)
+
+    @property
+    def num_classes(self) -> int:
+        """C of the data set (known without loading it)."""
+        return 100 if self.dataset == "cifar100" else 10
 
     def base_config(self) -> TrainConfig:
         return TrainConfig(
-            method="moco", arch=self.arch, width=self.width, epochs=self.epochs,
-            batch_size=self.batch_size, queue_size=self.queue_size, momentum=self.momentum,
-            optimizer=self.optimizer, lr=self.lr, weight_decay=self.weight_decay, device=self.device,
+            method="moco",
+            arch=self.arch,
+            width=self.width,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            queue_size=self.queue_size,
+            momentum=self.momentum,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            device=self.device,
             warmup_epochs=min(10.0, self.epochs / 20) if self.profile == "full" else 0.0,
         )
 
@@ -109,38 +254,654 @@ class DifficultyParams:
         """Every training run of the chapter: ``{group, condition, band, temperature, seed, config}``.
 
         Groups: ``main`` (the paper's four conditions at each temperature), ``fine`` (a sweep of
-        bands at ``fine_temperature``), ``oracle`` (same-class negatives removed) and ``rescaled``
-        (all but the hardest 1/C: on a C-class data set 1/C is the same-class rate that 0.1% is
-        on ImageNet).
+        bands at ``fine_temperature``), ``oracle`` (same-class negatives removed, band ``None``)
+        and ``rescaled`` (all but the hardest 1/C: on a C-class data set 1/C is the same-class
+        rate that 0.1% is on ImageNet). A band ``(0, 1)`` is trained with ``negatives="all"``.
         """
         base = self.base_config()
         out: list[dict[str, Any]] = []
 
-        def add(group: str, name: str, band: tuple[float, float] | None, t: float, regime: str) -> None:
+        def add(group: str, name: str, band: tuple[float, float] | None, t: float) -> None:
             for seed in range(self.seeds):
-                if regime == "band" and band == (0.0, 1.0):
-                    regime_, kw = "all", {}
-                elif regime == "band":
-                    assert band is not None
-                    regime_, kw = "band", {"band_low": band[0], "band_high": band[1]}
+                if band is None:
+                    c = base.replace(temperature=t, seed=seed, negatives="no-same-class")
+                elif band == (0.0, 1.0):
+                    c = base.replace(temperature=t, seed=seed, negatives="all")
                 else:
-                    regime_, kw = regime, {}
-                c = base.replace(temperature=t, seed=seed, negatives=regime_, **kw)
-                out.append({"group": group, "condition": name, "band": band, "temperature": t, "seed": seed, "config": c})
+                    c = base.replace(
+                        temperature=t,
+                        seed=seed,
+                        negatives="band",
+                        band_low=band[0],
+                        band_high=band[1],
+                    )
+                out.append(
+                    {
+                        "group": group,
+                        "condition": name,
+                        "band": band,
+                        "temperature": t,
+                        "seed": seed,
+                        "config": c,
+                    }
+                )
 
         for t in self.temperatures:
             for name, band in MAIN_BANDS.items():
-                add("main", name, band, t, "band")
+                add("main", name, band, t)
+        assert self.fine_temperature is not None
         for band in self.fine_bands:
-            add("fine", f"[{band[0]:g}, {band[1]:g})", band, self.fine_temperature, "band")
-        add("oracle", "no same-class", None, self.fine_temperature, "no-same-class")
-        num_classes = _num_classes(self.dataset)
-        add("rescaled", f"all but hardest 1/C = {1 / num_classes:.3g}", (1 / num_classes, 1.0), self.fine_temperature, "band")
+            add("fine", band_label(band), band, self.fine_temperature)
+        add("oracle", "no same-class", None, self.fine_temperature)
+        c = self.num_classes
+        add("rescaled", f"all but hardest 1/C = {1 / c:.3g}", (1 / c, 1.0), self.fine_temperature)
         return out
 
     def load_data(self) -> Dataset:
-        return load_dataset(self.dataset, self.data_root, train_size=self.train_size, test_size=self.test_size)
+        return load_dataset(
+            self.dataset, self.data_root, train_size=self.train_size, test_size=self.test_size
+        )
 
 
-def _num_classes(dataset: str) -> int:
-    return {"cifar100": 100}.get(dataset, 10)
+def band_label(band: tuple[float, float]) -> str:
+    """``(0.05, 0.1)`` -> ``"[5%, 10%)"`` (rank percentiles, hardest first)."""
+    return f"[{100 * band[0]:g}%, {100 * band[1]:g}%)"
+
+
+# -- training and probes ---------------------------------------------------------------------
+
+
+def _probe_backbone(run: Run, data: Dataset) -> dict[str, float]:
+    """Linear probe, mean classifier and k-NN on the backbone features h of the query encoder."""
+    model = run.load_model()
+    tr = probes.extract_features(model, data.train_images, which="backbone")
+    te = probes.extract_features(model, data.test_images, which="backbone")
+    return probes.probe_features(tr, data.train_labels, te, data.test_labels)
+
+
+def run_conditions(
+    P: DifficultyParams,
+    store: RunStore | None = None,
+    data: Dataset | None = None,
+    *,
+    progress: bool = True,
+) -> tuple[list[Run], pd.DataFrame]:
+    """Train (or reuse from the cache) every condition of :meth:`DifficultyParams.conditions`.
+
+    One progress bar for all runs (:func:`negatives.train.sweep`); each run's probes on frozen
+    backbone features are cached with the run (:meth:`negatives.train.Run.evaluate`).
+
+    Returns the runs and one row per run: ``group, condition, band_low, band_high, temperature,
+    seed, run_id, train_seconds``, the probes' ``linear_accuracy, linear_loss, mean_accuracy,
+    knn_accuracy`` (%), and from the last epoch of training ``loss``, ``negatives_used`` (kept
+    negatives per query) and ``same_class_kept`` (fraction of the kept negatives that share the
+    query's class).
+    """
+    store = store or RunStore(P.results_dir)
+    data = data if data is not None else P.load_data()
+    conds = P.conditions()
+    runs_ = sweep(
+        [c["config"] for c in conds], data, store, desc="difficulty runs", progress=progress
+    )
+    rows = []
+    for cond, r in zip(conds, runs_, strict=True):
+        metrics = r.evaluate(
+            "probes-backbone",
+            {"data": data.fingerprint, "which": "backbone", "version": 1},
+            lambda r=r: _probe_backbone(r, data),
+        )
+        band = cond["band"]
+        hist = r.history
+        rows.append(
+            {
+                "group": cond["group"],
+                "condition": cond["condition"],
+                "band_low": math.nan if band is None else band[0],
+                "band_high": math.nan if band is None else band[1],
+                "temperature": cond["temperature"],
+                "seed": cond["seed"],
+                "run_id": r.run_id,
+                "train_seconds": r.result["seconds"],
+                **metrics,
+                "loss": hist["loss"][-1],
+                "negatives_used": hist["negatives_used"][-1],
+                "same_class_kept": hist["same_class_fraction"][-1],
+            }
+        )
+    return runs_, pd.DataFrame(rows)
+
+
+def run_baselines(
+    P: DifficultyParams, data: Dataset, store: RunStore | None = None
+) -> pd.DataFrame:
+    """The probes on raw pixels and on a randomly initialised encoder of the chapter's architecture.
+
+    Cached under ``<results>/runs/baselines-<data fingerprint>/``. One row per baseline.
+    """
+    store = store or RunStore(P.results_dir)
+    base = P.base_config()
+    key = f"baselines-{data.fingerprint}"
+    pixels = store.evaluation(
+        key, "pixels", {"data": data.fingerprint, "version": 1}, lambda: probes.pixel_baseline(data)
+    )
+    enc_args = dict(
+        arch=base.arch, width=base.width, proj_hidden=base.proj_hidden, proj_dim=base.proj_dim
+    )
+    random_enc = store.evaluation(
+        key,
+        "random-encoder",
+        {"data": data.fingerprint, **enc_args, "seed": 0, "version": 1},
+        lambda: probes.random_encoder_baseline(data, **enc_args, seed=0),
+    )
+    return pd.DataFrame(
+        [
+            {"baseline": "raw pixels", **pixels},
+            {"baseline": f"random {base.arch} encoder", **random_enc},
+        ]
+    )
+
+
+# -- summary and verdicts --------------------------------------------------------------------
+
+
+def summarize_conditions(df: pd.DataFrame, metric: str = "linear_accuracy") -> pd.DataFrame:
+    """Per ``(group, condition, temperature)``: the mean and 95% interval of ``metric`` over seeds,
+    and the paired difference to "all negatives" (group ``main``) at the same temperature and seed.
+
+    Columns: ``group, condition, band_low, band_high, temperature, n, mean, low, high,
+    diff_mean, diff_low, diff_high`` (Student-t intervals over seeds,
+    :func:`negatives.stats.mean_interval`; a difference uses only seeds present in both), plus the
+    seed means of ``knn_accuracy``, ``mean_accuracy``, ``negatives_used`` and ``same_class_kept``
+    where ``df`` has them. A condition without a reference at its temperature gets NaN differences.
+    """
+    ref = df[(df["group"] == "main") & (df["condition"] == REFERENCE)]
+    ref = ref.set_index(["temperature", "seed"])[metric]
+    rows = []
+    extra = [
+        c for c in ("knn_accuracy", "mean_accuracy", "negatives_used", "same_class_kept") if c in df
+    ]
+    for (group, cond, t), g in df.groupby(["group", "condition", "temperature"], sort=False):
+        mean, low, high = mean_interval(g[metric].tolist())
+        diffs = [
+            v - ref[(t, s)]
+            for v, s in zip(g[metric], g["seed"], strict=True)
+            if (t, s) in ref.index
+        ]
+        dmean, dlow, dhigh = mean_interval(diffs)
+        rows.append(
+            {
+                "group": group,
+                "condition": cond,
+                "band_low": g["band_low"].iloc[0],
+                "band_high": g["band_high"].iloc[0],
+                "temperature": t,
+                "n": len(g),
+                "mean": mean,
+                "low": low,
+                "high": high,
+                "diff_mean": dmean,
+                "diff_low": dlow,
+                "diff_high": dhigh,
+                **{c: float(g[c].mean()) for c in extra},
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced"
+INCONCLUSIVE = "inconclusive at this scale"
+
+
+def decide(low: float, high: float, threshold: float, side: str) -> str:
+    """The verdict rule on a 95% interval ``[low, high]`` for a claim "the value is ``side`` of
+    ``threshold``" (``side`` is ``"above"`` or ``"below"``).
+
+    * reproduced: the whole interval lies on the claim's side (strictly);
+    * not reproduced: the whole interval lies on the other side (touching the threshold counts);
+    * inconclusive: the interval contains the threshold, or is undefined (fewer than 2 seeds).
+    """
+    cfg.check_choice("side", side, ("above", "below"))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return INCONCLUSIVE
+    if low > high:
+        raise ValueError(f"low={low} must be <= high={high}")
+    claim_holds = low > threshold if side == "above" else high < threshold
+    claim_fails = high <= threshold if side == "above" else low >= threshold
+    if claim_holds:
+        return REPRODUCED
+    if claim_fails:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def _fmt(mean: float, low: float, high: float, unit: str = "", digits: int = 2) -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    interval = "" if not math.isfinite(low) else f" [{low:+.{digits}f}, {high:+.{digits}f}]"
+    return f"{mean:+.{digits}f}{interval}{unit}"
+
+
+def verdicts(
+    summary: pd.DataFrame,
+    same_class: pd.DataFrame | None = None,
+    consistency: pd.DataFrame | None = None,
+    *,
+    margin: float = PAPER_MARGIN,
+) -> pd.DataFrame:
+    """One row per claim of Cai & Frankle (2020) and temperature, with a verdict from :func:`decide`.
+
+    Args:
+        summary: :func:`summarize_conditions` (needs ``group, condition, temperature,
+            diff_mean, diff_low, diff_high`` for the ``main`` group); Δ = condition − all
+            negatives, paired by seed, in accuracy points.
+        same_class: :func:`same_class_summary` (``temperature, excess_mean, excess_low,
+            excess_high``), optional.
+        consistency: :func:`consistency_summary` (``variance_ratio_mean / _low / _high``), optional.
+        margin: "as good as all negatives" means Δ > −margin (the paper's 0.7 points).
+
+    Rules (all on 95% intervals over seeds; see :func:`decide`):
+
+    1. hardest 5% sufficient: Δ above −margin;
+    2. easiest 95% insufficient: Δ below −margin;
+    3. hardest 0.1% unnecessary: Δ(all but hardest 0.1%) above −margin;
+    4. removing the hardest 0.1% helps at the lowest temperature (the paper's 0.07): Δ above 0;
+    5. hard negatives more often same-class: same-class rate of the hardest 5% minus the base
+       rate, above 0;
+    6. some negatives consistently hard or easy: variance of the per-key hardness counts over
+       the shuffled null's, above 1.
+    """
+    cfg.check_float("margin", margin, 0.0)
+    main = summary[summary["group"] == "main"]
+    temps = sorted(main["temperature"].unique())
+    rows: list[dict[str, Any]] = []
+
+    def add(
+        claim: str,
+        paper: str,
+        quantity: str,
+        t: Any,
+        est: tuple[float, float, float],
+        threshold: float,
+        side: str,
+        unit: str,
+    ) -> None:
+        mean, low, high = (float(v) for v in est)
+        rule = f"95% interval {'>' if side == 'above' else '<'} {threshold:g}"
+        rows.append(
+            {
+                "claim": claim,
+                "paper": paper,
+                "quantity": quantity,
+                "temperature": t,
+                "ours": _fmt(mean, low, high, unit),
+                "estimate": mean,
+                "low": low,
+                "high": high,
+                "rule": rule,
+                "verdict": decide(low, high, threshold, side),
+            }
+        )
+
+    def diff(cond: str, t: float) -> tuple[float, float, float]:
+        sel = main[(main["condition"] == cond) & (main["temperature"] == t)]
+        if sel.empty:
+            return math.nan, math.nan, math.nan
+        r = sel.iloc[0]
+        return float(r["diff_mean"]), float(r["diff_low"]), float(r["diff_high"])
+
+    delta = "Δ accuracy vs all negatives (points)"
+    for t in temps:
+        add(
+            "hardest 5% are sufficient",
+            f"within {PAPER_MARGIN} points of all negatives (ImageNet)",
+            delta,
+            t,
+            diff("hardest 5%", t),
+            -margin,
+            "above",
+            " pts",
+        )
+    for t in temps:
+        add(
+            "easiest 95% are insufficient",
+            "clearly below all negatives",
+            delta,
+            t,
+            diff("easiest 95%", t),
+            -margin,
+            "below",
+            " pts",
+        )
+    for t in temps:
+        add(
+            "hardest 0.1% are unnecessary",
+            "removing them does not hurt",
+            delta,
+            t,
+            diff("all but hardest 0.1%", t),
+            -margin,
+            "above",
+            " pts",
+        )
+    if temps:
+        t = temps[0]
+        add(
+            "removing the hardest 0.1% helps at low temperature",
+            "slightly better than all negatives at T = 0.07",
+            delta,
+            t,
+            diff("all but hardest 0.1%", t),
+            0.0,
+            "above",
+            " pts",
+        )
+    if same_class is not None:
+        for _, r in same_class.sort_values("temperature").iterrows():
+            # fractions -> percentage points, for the table
+            add(
+                "hard negatives are more often same-class",
+                "hard negatives are semantically closer to the query",
+                "same-class rate of the hardest 5% − base rate (percentage points)",
+                r["temperature"],
+                tuple(100 * r[k] for k in ("excess_mean", "excess_low", "excess_high")),
+                0.0,
+                "above",
+                " pp",
+            )
+    if consistency is not None:
+        for _, r in consistency.sort_values("temperature").iterrows():
+            add(
+                "some negatives are consistently hard or easy",
+                "more consistent than expected by chance",
+                "variance of hardness counts / null variance",
+                r["temperature"],
+                (r["variance_ratio_mean"], r["variance_ratio_low"], r["variance_ratio_high"]),
+                1.0,
+                "above",
+                "",
+            )
+    return pd.DataFrame(rows)
+
+
+# -- same-class analysis ---------------------------------------------------------------------
+
+
+def base_rate(labels: Tensor) -> float:
+    """Probability that a random negative shares a random query's class: Σ_c p_c², with p_c the
+    empirical class frequencies (1/C for balanced classes)."""
+    counts = torch.bincount(labels.long()).double()
+    p = counts / counts.sum()
+    return float((p * p).sum())
+
+
+def same_class_by_rank(
+    runs_: list[Run], df: pd.DataFrame, *, group: str = "main", condition: str = REFERENCE
+) -> pd.DataFrame:
+    """Same-class rate of the queue's negatives per rank-percentile bin, per epoch, from training.
+
+    Read from the histories (``same_class_by_rank``, bins :data:`negatives.train.RANK_BIN_EDGES`,
+    hardest first) of the runs of ``(group, condition)`` (default: all negatives, whose ranking
+    is over the whole queue). One row per ``(temperature, seed, epoch, bin)`` with ``bin_low,
+    bin_high, rate``.
+    """
+    by_id = {r.run_id: r for r in runs_}
+    sel = df[(df["group"] == group) & (df["condition"] == condition)]
+    rows = []
+    for _, row in sel.iterrows():
+        hist = by_id[row["run_id"]].history
+        for epoch, rates in zip(hist["epoch"], hist["same_class_by_rank"], strict=True):
+            for b, rate in enumerate(rates):
+                rows.append(
+                    {
+                        "temperature": row["temperature"],
+                        "seed": row["seed"],
+                        "epoch": epoch,
+                        "bin": b,
+                        "bin_low": RANK_BIN_EDGES[b],
+                        "bin_high": RANK_BIN_EDGES[b + 1],
+                        "rate": rate,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def same_class_summary(
+    rank_df: pd.DataFrame, base: float, *, hardest: float = 0.05
+) -> pd.DataFrame:
+    """Per temperature, over seeds at the last epoch: the same-class rate of the hardest
+    ``hardest`` fraction of the queue, its excess over the ``base`` rate (mean, 95% interval) and
+    its ratio to it, next to the rate of the rest of the queue.
+
+    The rate over ``[0, hardest)`` averages the bins inside it weighted by their width (each bin
+    holds a share of the ranked queue proportional to its width); ``hardest`` must be a bin edge.
+    """
+    edges = list(RANK_BIN_EDGES)
+    if hardest not in edges[1:]:
+        raise ValueError(f"hardest={hardest} must be one of the bin edges {edges[1:]}")
+    cfg.check_float("base", base, 0.0, 1.0, strict_minimum=True)
+    last = rank_df[
+        rank_df["epoch"] == rank_df.groupby(["temperature", "seed"])["epoch"].transform("max")
+    ]
+    rows = []
+    for t, g in last.groupby("temperature", sort=True):
+        hard, rest = [], []
+        for _, s in g.groupby("seed"):
+            w = (s["bin_high"] - s["bin_low"]).to_numpy()
+            inside = (s["bin_high"] <= hardest + 1e-12).to_numpy()
+            rate = s["rate"].to_numpy()
+            hard.append(float((w[inside] * rate[inside]).sum() / w[inside].sum()))
+            rest.append(float((w[~inside] * rate[~inside]).sum() / w[~inside].sum()))
+        mean, low, high = mean_interval([h - base for h in hard])
+        rows.append(
+            {
+                "temperature": t,
+                "n": len(hard),
+                "base_rate": base,
+                "hard_rate": float(np.mean(hard)),
+                "rest_rate": float(np.mean(rest)),
+                "ratio": float(np.mean(hard)) / base,
+                "excess_mean": mean,
+                "excess_low": low,
+                "excess_high": high,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# -- consistency of hardness -----------------------------------------------------------------
+
+
+def hardness_counts(
+    queries: Tensor, keys: Tensor, top_fraction: float, *, chunk: int = 2048
+) -> Tensor:
+    """For each key, the number of queries that have it in their hardest ``top_fraction``.
+
+    ``queries`` ``(Nq, D)`` and ``keys`` ``(Nk, D)``, L2-normalised. A query's hardest set is
+    :func:`negatives.filters.band_mask` ``[0, top_fraction)`` of its similarities (the training
+    definition: ``ceil(top_fraction * Nk)`` keys, ties to the earlier key). Returns ``(Nk,)`` int64.
+    """
+    if queries.ndim != 2 or keys.ndim != 2 or queries.shape[1] != keys.shape[1]:
+        raise ValueError(
+            f"queries (Nq, D) and keys (Nk, D) must share D; got {tuple(queries.shape)}, {tuple(keys.shape)}"
+        )
+    counts = torch.zeros(keys.shape[0], dtype=torch.int64)
+    for q in queries.split(chunk):
+        sims = q @ keys.T  # (n, D) @ (D, Nk) -> (n, Nk)
+        counts += filters.band_mask(sims, 0.0, top_fraction).sum(0).cpu()
+    return counts
+
+
+def consistency_from_features(
+    queries: Tensor,
+    keys: Tensor,
+    *,
+    top_fraction: float = 0.05,
+    seed: int = 0,
+    null_draws: int = 10,
+) -> dict[str, Any]:
+    """Are some keys hard for many queries more often than chance? (Cai & Frankle 2020, sec. 5)
+
+    Observed: ``counts[j]`` = number of queries with key ``j`` in their hardest ``m =
+    ceil(top_fraction * Nk)`` (:func:`hardness_counts`). Null: the same queries with their
+    similarities permuted, i.e. each query's top set drawn uniformly at random; then every
+    ``counts[j] ~ Binomial(Nq, m / Nk)`` exactly (queries independent, each includes a given key
+    with probability ``m / Nk``). The null is also simulated ``null_draws`` times (for the figure).
+
+    Returns a dict: ``counts`` (Nk,), ``null_counts`` (null_draws, Nk) as numpy arrays; ``num_keys,
+    num_queries, top_count`` (m), ``expected`` (Nq m / Nk); ``variance`` of the counts over keys,
+    ``null_variance`` (binomial), ``simulated_null_variance``, ``variance_ratio``; the null's 1st
+    and 99th percentiles ``q_low, q_high`` and the fractions of keys ``frac_hard`` (count >
+    q_high), ``frac_easy`` (count < q_low), ``frac_never`` (count 0) with the null's exact
+    probabilities of the same events (``null_frac_hard``, ``null_frac_easy``, ``null_frac_never``).
+    """
+    cfg.check_float("top_fraction", top_fraction, 0.0, 1.0, strict_minimum=True)
+    cfg.check_int("null_draws", null_draws, 1)
+    cfg.check_int("seed", seed, 0)
+    nq, nk = queries.shape[0], keys.shape[0]
+    counts = hardness_counts(queries, keys, top_fraction)
+    m = round(filters.band_fraction_kept(0.0, top_fraction, nk) * nk)
+    p = m / nk
+    gen = torch.Generator().manual_seed(seed)
+    null = torch.zeros(null_draws, nk, dtype=torch.int64)
+    for d in range(null_draws):
+        for start in range(0, nq, 2048):
+            rows = min(2048, nq - start)
+            null[d] += filters.random_subset_mask(rows, nk, m, gen, exclude_diagonal=False).sum(0)
+    binom = scipy_stats.binom(nq, p)
+    q_low, q_high = float(binom.ppf(0.01)), float(binom.ppf(0.99))
+    c = counts.numpy()
+    null_var = nq * p * (1 - p)
+    variance = float(c.var())
+    return {
+        "counts": c,
+        "null_counts": null.numpy(),
+        "num_keys": nk,
+        "num_queries": nq,
+        "top_count": m,
+        "expected": nq * p,
+        "variance": variance,
+        "null_variance": null_var,
+        "simulated_null_variance": float(null.double().var(dim=1, unbiased=False).mean()),
+        "variance_ratio": variance / null_var if null_var > 0 else math.nan,
+        "q_low": q_low,
+        "q_high": q_high,
+        "frac_hard": float((c > q_high).mean()),
+        "frac_easy": float((c < q_low).mean()),
+        "frac_never": float((c == 0).mean()),
+        "null_frac_hard": float(binom.sf(q_high)),
+        "null_frac_easy": float(binom.cdf(q_low - 1)),
+        "null_frac_never": float(binom.pmf(0)),
+    }
+
+
+@torch.no_grad()
+def hardness_consistency(
+    model: nn.Module,
+    images: Tensor,
+    *,
+    num_keys: int,
+    num_queries: int,
+    top_fraction: float = 0.05,
+    seed: int = 0,
+    null_draws: int = 10,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """:func:`consistency_from_features` on a trained encoder's normalised projections z.
+
+    A fixed random set of ``num_keys`` images plays the negatives (the queue) and ``num_queries``
+    other images (disjoint, same seeded permutation) the queries. Both are embedded without
+    augmentation by ``model`` (we keep the query encoder only, so keys are embedded by it rather
+    than by MoCo's momentum encoder: with m = 0.99 the two differ little at the end of training).
+    ``images``: uint8 ``(N, C, H, W)``.
+    """
+    n = images.shape[0]
+    cfg.check_int("num_keys", num_keys, 1)
+    cfg.check_int("num_queries", num_queries, 1)
+    cfg.check_int("seed", seed, 0)
+    if num_keys + num_queries > n:
+        raise ValueError(
+            f"num_keys + num_queries = {num_keys + num_queries} exceeds the {n} images given "
+            "(keys and queries are disjoint)"
+        )
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    z = probes.extract_features(
+        model, images[perm[: num_keys + num_queries]], which="projection", device=device
+    )
+    z = F.normalize(z, dim=1)  # (Nk + Nq, D)
+    return consistency_from_features(
+        z[num_keys:], z[:num_keys], top_fraction=top_fraction, seed=seed, null_draws=null_draws
+    )
+
+
+def run_consistency(
+    P: DifficultyParams,
+    runs_: list[Run],
+    df: pd.DataFrame,
+    data: Dataset,
+    *,
+    group: str = "main",
+    condition: str = REFERENCE,
+) -> pd.DataFrame:
+    """:func:`hardness_consistency` for every run of ``(group, condition)``, cached with each run.
+
+    One row per run: ``temperature, seed``, the scalar statistics, and ``counts`` /
+    ``null_counts`` as lists (for the figure).
+    """
+    by_id = {r.run_id: r for r in runs_}
+    sel = df[(df["group"] == group) & (df["condition"] == condition)]
+    params = {
+        "data": data.fingerprint,
+        "num_keys": P.consistency_keys,
+        "num_queries": P.consistency_queries,
+        "top_fraction": P.consistency_top_fraction,
+        "null_draws": 10,
+        "version": 1,
+    }
+    rows = []
+    for _, row in sel.iterrows():
+        run = by_id[row["run_id"]]
+
+        def compute(run: Run = run) -> dict[str, Any]:
+            out = hardness_consistency(
+                run.load_model(),
+                data.train_images,
+                num_keys=P.consistency_keys,
+                num_queries=P.consistency_queries,
+                top_fraction=P.consistency_top_fraction,
+                seed=0,
+            )
+            return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in out.items()}
+
+        res = run.evaluate("consistency", params, compute)
+        rows.append({"temperature": row["temperature"], "seed": row["seed"], **res})
+    return pd.DataFrame(rows)
+
+
+def consistency_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per temperature: mean and 95% interval over seeds of the variance ratio, and the mean
+    fractions of consistently hard / easy keys with their null expectations."""
+    rows = []
+    for t, g in table.groupby("temperature", sort=True):
+        mean, low, high = mean_interval(g["variance_ratio"].tolist())
+        rows.append(
+            {
+                "temperature": t,
+                "n": len(g),
+                "variance_ratio_mean": mean,
+                "variance_ratio_low": low,
+                "variance_ratio_high": high,
+                **{
+                    k: float(g[k].mean())
+                    for k in (
+                        "frac_hard",
+                        "null_frac_hard",
+                        "frac_easy",
+                        "null_frac_easy",
+                        "frac_never",
+                        "null_frac_never",
+                    )
+                },
+            }
+        )
+    return pd.DataFrame(rows)

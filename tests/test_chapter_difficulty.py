@@ -1,0 +1,363 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import stats as scipy_stats
+from torch import nn
+
+from negatives.chapters import difficulty as D
+from negatives.runs import RunStore
+from negatives.train import RANK_BIN_EDGES
+
+# -- parameters ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(profile="huge"), "profile"),
+        (dict(temperatures=[-0.1]), "temperatures"),
+        (dict(temperatures=[]), "temperatures"),
+        (dict(temperatures=[0.2, 0.2]), "temperatures"),
+        (dict(temperatures="hot"), "temperatures"),
+        (dict(fine_bands=[[0.5, 0.1]]), "fine_bands"),
+        (dict(fine_bands=[[0.0, 1.5]]), "fine_bands"),
+        (dict(fine_bands=[[0.1]]), "fine_bands"),
+        (dict(seeds=0), "seeds"),
+        (dict(fine_temperature=0.5), "fine_temperature"),
+        (dict(dataset="latent-class"), "dataset"),
+        (dict(dataset="mnist"), "dataset"),
+        (dict(lr=-1.0), "lr"),
+        (dict(train_size=300), "consistency_keys"),
+        (dict(consistency_top_fraction=1.0), "consistency_top_fraction"),
+        (dict(epoch=3), "unknown parameter"),
+    ],
+)
+def test_bad_parameters_name_the_parameter(kwargs, name) -> None:
+    profile = kwargs.pop("profile", "smoke")
+    with pytest.raises(ValueError, match=name):
+        D.DifficultyParams.from_profile(profile, **kwargs)
+
+
+def test_none_means_profile_default_and_fine_temperature_defaults_to_highest() -> None:
+    P = D.DifficultyParams.from_profile("smoke", epochs=None, temperatures=[0.5, 0.1])
+    assert P.epochs == D.PROFILE_DEFAULTS["smoke"]["epochs"]
+    assert P.temperatures == (0.5, 0.1)
+    assert P.fine_temperature == 0.5
+    assert D.DifficultyParams.from_profile("smoke", results_dir=None).results_dir == "results"
+
+
+def test_conditions_counts_and_regimes() -> None:
+    P = D.DifficultyParams.from_profile("smoke", seeds=3, temperatures=[0.07, 0.2])
+    conds = P.conditions()
+    n_fine = len(P.fine_bands)
+    assert len(conds) == 3 * (4 * 2 + n_fine + 1 + 1)
+    groups = pd.Series([c["group"] for c in conds]).value_counts()
+    assert groups["main"] == 3 * 4 * 2 and groups["fine"] == 3 * n_fine
+    assert groups["oracle"] == 3 and groups["rescaled"] == 3
+    for c in conds:
+        cfg = c["config"]
+        assert (
+            cfg.method == "moco" and cfg.temperature == c["temperature"] and cfg.seed == c["seed"]
+        )
+        if c["condition"] == "all":
+            assert cfg.negatives == "all" and c["band"] == (0.0, 1.0)
+        elif c["group"] == "oracle":
+            assert cfg.negatives == "no-same-class" and c["band"] is None
+        else:
+            assert cfg.negatives == "band"
+            assert (cfg.band_low, cfg.band_high) == c["band"]
+        if c["group"] != "main":
+            assert c["temperature"] == P.fine_temperature
+    hard = [c for c in conds if c["condition"] == "hardest 5%"]
+    assert {(c["config"].band_low, c["config"].band_high) for c in hard} == {(0.0, 0.05)}
+    rescaled = [c for c in conds if c["group"] == "rescaled"]
+    assert all(c["config"].band_low == pytest.approx(1 / 10) for c in rescaled)
+    # every (group, condition, temperature, seed) is one distinct run, except that a fine band
+    # equal to a main band would share its run: none does here
+    assert len({c["config"] for c in conds}) == len(conds)
+
+
+# -- summary and verdicts --------------------------------------------------------------------
+
+
+def _runs_table(values: dict[tuple[str, float], list[float]]) -> pd.DataFrame:
+    rows = []
+    for (cond, t), accs in values.items():
+        band = D.MAIN_BANDS[cond]
+        for seed, a in enumerate(accs):
+            rows.append(
+                {
+                    "group": "main",
+                    "condition": cond,
+                    "band_low": band[0],
+                    "band_high": band[1],
+                    "temperature": t,
+                    "seed": seed,
+                    "linear_accuracy": a,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_summary_pairs_differences_by_seed() -> None:
+    df = _runs_table({("all", 0.2): [80.0, 81.0, 83.0], ("hardest 5%", 0.2): [79.0, 81.5, 80.0]})
+    s = D.summarize_conditions(df).set_index("condition")
+    diffs = np.array([79.0 - 80.0, 81.5 - 81.0, 80.0 - 83.0])
+    half = scipy_stats.t.ppf(0.975, 2) * diffs.std(ddof=1) / math.sqrt(3)
+    row = s.loc["hardest 5%"]
+    assert row["diff_mean"] == pytest.approx(diffs.mean())
+    assert row["diff_low"] == pytest.approx(diffs.mean() - half)
+    assert row["diff_high"] == pytest.approx(diffs.mean() + half)
+    assert row["mean"] == pytest.approx(np.mean([79.0, 81.5, 80.0]))
+    # the paired interval is narrower than the unpaired spread would suggest here
+    assert s.loc["all", "diff_mean"] == 0.0 and s.loc["all", "n"] == 3
+
+
+def _summary(rows: list[tuple[str, float, float, float, float]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "group": "main",
+                "condition": c,
+                "temperature": t,
+                "diff_mean": m,
+                "diff_low": lo,
+                "diff_high": hi,
+            }
+            for c, t, m, lo, hi in rows
+        ]
+    )
+
+
+def test_decide_rule() -> None:
+    assert D.decide(-0.5, 0.2, -0.7, "above") == D.REPRODUCED
+    assert D.decide(-2.0, -0.8, -0.7, "above") == D.NOT_REPRODUCED
+    assert D.decide(-1.0, 0.2, -0.7, "above") == D.INCONCLUSIVE
+    assert D.decide(-3.0, -1.0, -0.7, "below") == D.REPRODUCED
+    assert D.decide(-0.6, 1.0, -0.7, "below") == D.NOT_REPRODUCED
+    assert D.decide(math.nan, math.nan, 0.0, "above") == D.INCONCLUSIVE
+    with pytest.raises(ValueError, match="side"):
+        D.decide(0.0, 1.0, 0.0, "left")
+
+
+def test_verdicts_on_synthetic_summaries() -> None:
+    summary = _summary(
+        [
+            ("all", 0.07, 0.0, 0.0, 0.0),
+            ("hardest 5%", 0.07, -0.2, -0.5, 0.1),  # interval above -0.7: reproduced
+            ("easiest 95%", 0.07, -0.1, -0.4, 0.2),  # interval above -0.7: claim fails
+            ("all but hardest 0.1%", 0.07, -0.5, -1.4, 0.4),  # straddles -0.7: inconclusive
+            ("all", 0.2, 0.0, 0.0, 0.0),
+            ("hardest 5%", 0.2, -3.0, -4.0, -2.0),  # clearly below: not reproduced
+            ("easiest 95%", 0.2, -5.0, -6.0, -4.0),  # reproduced
+            ("all but hardest 0.1%", 0.2, 0.1, math.nan, math.nan),  # one seed: inconclusive
+        ]
+    )
+    same = pd.DataFrame(
+        [{"temperature": 0.2, "excess_mean": 0.2, "excess_low": 0.1, "excess_high": 0.3}]
+    )
+    cons = pd.DataFrame(
+        [
+            {
+                "temperature": 0.2,
+                "variance_ratio_mean": 1.01,
+                "variance_ratio_low": 0.9,
+                "variance_ratio_high": 1.1,
+            }
+        ]
+    )
+    v = D.verdicts(summary, same, cons)
+    got = {(r["claim"], r["temperature"]): r["verdict"] for _, r in v.iterrows()}
+    assert got[("hardest 5% are sufficient", 0.07)] == D.REPRODUCED
+    assert got[("hardest 5% are sufficient", 0.2)] == D.NOT_REPRODUCED
+    assert got[("easiest 95% are insufficient", 0.07)] == D.NOT_REPRODUCED
+    assert got[("easiest 95% are insufficient", 0.2)] == D.REPRODUCED
+    assert got[("hardest 0.1% are unnecessary", 0.07)] == D.INCONCLUSIVE
+    assert got[("hardest 0.1% are unnecessary", 0.2)] == D.INCONCLUSIVE
+    # "helps at low temperature" is judged at the lowest temperature only, against 0
+    helps = v[v["claim"].str.startswith("removing")]
+    assert list(helps["temperature"]) == [0.07] and helps["verdict"].iloc[0] == D.INCONCLUSIVE
+    assert got[("hard negatives are more often same-class", 0.2)] == D.REPRODUCED
+    assert got[("some negatives are consistently hard or easy", 0.2)] == D.INCONCLUSIVE
+    assert set(v.columns) >= {"claim", "paper", "ours", "verdict", "rule"}
+    # a larger margin turns the hardest-5% case at T = 0.2 around
+    v9 = D.verdicts(summary, margin=5.0)
+    row = v9[(v9["claim"] == "hardest 5% are sufficient") & (v9["temperature"] == 0.2)]
+    assert row["verdict"].iloc[0] == D.REPRODUCED
+
+
+# -- same-class analysis ---------------------------------------------------------------------
+
+
+def test_base_rate() -> None:
+    assert D.base_rate(torch.tensor([0, 0, 1, 1])) == pytest.approx(0.5)
+    assert D.base_rate(torch.arange(10).repeat(7)) == pytest.approx(0.1)
+    assert D.base_rate(torch.tensor([0, 0, 0, 1])) == pytest.approx(0.75**2 + 0.25**2)
+
+
+def test_same_class_summary_weights_bins_by_width() -> None:
+    nb = len(RANK_BIN_EDGES) - 1
+    rows = []
+    for seed, hard_rate in enumerate([0.3, 0.5]):
+        for epoch in (1, 2):
+            for b in range(nb):
+                lo, hi = RANK_BIN_EDGES[b], RANK_BIN_EDGES[b + 1]
+                # at the last epoch: the hardest 0.1% at 1.0, the rest of [0, 5%) at hard_rate
+                rate = (1.0 if b == 0 else hard_rate) if hi <= 0.05 + 1e-12 else 0.1
+                rows.append(
+                    {
+                        "temperature": 0.2,
+                        "seed": seed,
+                        "epoch": epoch,
+                        "bin": b,
+                        "bin_low": lo,
+                        "bin_high": hi,
+                        "rate": rate if epoch == 2 else 0.0,
+                    }
+                )
+    s = D.same_class_summary(pd.DataFrame(rows), 0.1).iloc[0]
+    expected = [(0.001 * 1.0 + 0.049 * h) / 0.05 for h in (0.3, 0.5)]
+    assert s["hard_rate"] == pytest.approx(np.mean(expected))
+    assert s["rest_rate"] == pytest.approx(0.1)
+    assert s["excess_mean"] == pytest.approx(np.mean(expected) - 0.1)
+    assert s["excess_low"] < s["excess_mean"] < s["excess_high"]
+    with pytest.raises(ValueError, match="hardest"):
+        D.same_class_summary(pd.DataFrame(rows), 0.1, hardest=0.04)
+
+
+# -- consistency of hardness -----------------------------------------------------------------
+
+
+def _naive_counts(q: torch.Tensor, k: torch.Tensor, frac: float) -> torch.Tensor:
+    nk = k.shape[0]
+    m = math.ceil(frac * nk - 1e-12)
+    counts = torch.zeros(nk, dtype=torch.int64)
+    for i in range(q.shape[0]):
+        sims = [(float(q[i] @ k[j]), -j) for j in range(nk)]  # ties: earlier key is harder
+        for _, neg_j in sorted(sims, reverse=True)[:m]:
+            counts[-neg_j] += 1
+    return counts
+
+
+def test_hardness_counts_match_naive_sort() -> None:
+    g = torch.Generator().manual_seed(0)
+    q = F.normalize(torch.randn(30, 5, generator=g), dim=1)
+    k = F.normalize(torch.randn(40, 5, generator=g), dim=1)
+    k[7] = k[3]  # a tie
+    for frac in (0.05, 0.1, 0.33):
+        assert torch.equal(D.hardness_counts(q, k, frac, chunk=7), _naive_counts(q, k, frac))
+
+
+def test_consistency_finds_hub_keys_and_not_random_ones() -> None:
+    g = torch.Generator().manual_seed(1)
+    d, nk, nq = 64, 200, 600
+    common = F.normalize(torch.randn(d, generator=g), dim=0)
+    # every query leans towards `common`; 5 hub keys point along it: hard for every query
+    queries = F.normalize(torch.randn(nq, d, generator=g) / math.sqrt(d) + 1.0 * common, dim=1)
+    keys = F.normalize(torch.randn(nk, d, generator=g), dim=1)
+    keys[:5] = F.normalize(common + 0.05 * torch.randn(5, d, generator=g), dim=1)
+    hub = D.consistency_from_features(queries, keys, top_fraction=0.05, null_draws=5)
+    assert hub["top_count"] == 10
+    assert (hub["counts"][:5] == nq).all()
+    assert hub["counts"].sum() == nq * 10
+    assert hub["variance_ratio"] > 10
+    assert hub["frac_hard"] >= 5 / nk
+
+    # independent isotropic features: counts behave like the null
+    rand_q = F.normalize(torch.randn(nq, 256, generator=g), dim=1)
+    rand_k = F.normalize(torch.randn(nk, 256, generator=g), dim=1)
+    rnd = D.consistency_from_features(rand_q, rand_k, top_fraction=0.05, null_draws=20)
+    assert 0.7 < rnd["variance_ratio"] < 1.5
+    assert rnd["frac_hard"] < 0.05 and rnd["frac_easy"] < 0.05
+    # the simulated shuffled null agrees with its exact binomial description
+    p = rnd["top_count"] / nk
+    assert rnd["null_counts"].mean() == pytest.approx(nq * p, rel=1e-9)  # each draw sums to nq*m
+    assert rnd["simulated_null_variance"] == pytest.approx(nq * p * (1 - p), rel=0.15)
+    assert rnd["null_frac_hard"] <= 0.01 and rnd["null_frac_easy"] <= 0.01
+
+
+class _Identity(nn.Module):
+    """An 'encoder' whose features are the flattened pixels (scaled to [-1, 1])."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.flatten(1), x.flatten(1)
+
+
+def test_hardness_consistency_on_images_with_identity_encoder() -> None:
+    g = torch.Generator().manual_seed(2)
+    # all pixels in [128, 255], i.e. in [0, 1] after augment.to_float: every image leans towards
+    # the all-ones direction; three keys are exactly white (all ones), closer to every query
+    # (cosine about 0.87) than any random key (about 0.75 +- 0.03 in 64 dimensions)
+    images = torch.randint(128, 256, (300, 1, 8, 8), generator=g, dtype=torch.uint8)
+    perm = torch.randperm(300, generator=torch.Generator().manual_seed(0))
+    images[perm[:3]] = 255  # keys are perm[:num_keys], in that order
+    out = D.hardness_consistency(_Identity(), images, num_keys=100, num_queries=200, seed=0)
+    assert out["num_keys"] == 100 and out["num_queries"] == 200 and out["top_count"] == 5
+    assert (out["counts"][:3] == 200).all()
+    assert out["counts"].sum() == 200 * 5
+    assert out["variance_ratio"] > 5 and out["frac_hard"] >= 0.03
+    with pytest.raises(ValueError, match="num_keys"):
+        D.hardness_consistency(_Identity(), images, num_keys=200, num_queries=200)
+
+
+# -- a tiny end-to-end run ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def one_thread():
+    # Tiny tensors: two threads only add synchronisation (and lose badly on a busy machine).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_run_conditions_end_to_end(tmp_path, one_thread) -> None:
+    P = D.DifficultyParams.from_profile(
+        "smoke",
+        train_size=256,
+        test_size=100,
+        epochs=1,
+        batch_size=64,
+        queue_size=128,
+        width=8,
+        temperatures=[0.2],
+        seeds=1,
+        fine_bands=[],
+        consistency_keys=50,
+        consistency_queries=100,
+        device="cpu",
+        results_dir=str(tmp_path),
+    )
+    store = RunStore(tmp_path)
+    data = P.load_data()
+    runs_, df = D.run_conditions(P, store, data, progress=False)
+    assert len(runs_) == len(df) == 4 + 1 + 1
+    assert df["linear_accuracy"].between(0, 100).all()
+    oracle = df[df["group"] == "oracle"]
+    assert (oracle["same_class_kept"] == 0).all()
+    hard = df[df["condition"] == "hardest 5%"]
+    assert hard["negatives_used"].iloc[0] <= math.ceil(0.05 * 128)
+    summary = D.summarize_conditions(df)
+    assert len(summary) == 6
+    rank = D.same_class_by_rank(runs_, df)
+    assert len(rank) == len(RANK_BIN_EDGES) - 1  # one run, one epoch
+    cons = D.run_consistency(P, runs_, df, data)
+    assert len(cons) == 1 and len(cons["counts"].iloc[0]) == 50
+    v = D.verdicts(
+        summary,
+        D.same_class_summary(rank, D.base_rate(data.train_labels)),
+        D.consistency_summary(cons),
+    )
+    assert (v["verdict"] == D.INCONCLUSIVE).all()  # one seed gives no interval
+    # the second call reuses every cached run and evaluation
+    _, df2 = D.run_conditions(P, store, data, progress=False)
+    pd.testing.assert_frame_equal(df, df2)
+    base = D.run_baselines(P, data, store)
+    assert len(base) == 2 and base["linear_accuracy"].between(0, 100).all()

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import pytest
+
+from negatives import config as cfg
+
+TABLE = {p: {"ks": (1, 2), "lr": 0.1, "name": "a"} for p in cfg.PROFILES}
+
+
+def test_merge_profile_takes_overrides_and_parses_lists_given_as_text() -> None:
+    out = cfg.merge_profile("book", TABLE, {"ks": "[3, 4]", "lr": None, "name": "b"})
+    assert out == {"ks": [3, 4], "lr": 0.1, "name": "b"}
+    assert cfg.merge_profile("smoke", TABLE, {"ks": "5,6"})["ks"] == ["5", "6"]
+
+
+@pytest.mark.parametrize(
+    "profile, overrides, match",
+    [
+        ("huge", {}, "profile"),
+        ("book", {"epochz": 3}, "epochz"),
+        ("book", {"ks": "[1, 2"}, "ks"),
+    ],
+)
+def test_merge_profile_errors_name_the_parameter(profile, overrides, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        cfg.merge_profile(profile, TABLE, overrides)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: cfg.check_int("K", -1, 0), "K=-1 must be >= 0"),
+        (lambda: cfg.check_int("K", 1.5), "K=1.5 must be an integer"),
+        (lambda: cfg.check_int("K", True), "K=True must be an integer"),
+        (lambda: cfg.check_float("t", float("nan")), "t=nan must be a finite number"),
+        (lambda: cfg.check_float("t", 0.0, 0.0, strict_minimum=True), "t=0.0 must be > 0.0"),
+        (lambda: cfg.check_probabilities("rho", [0.5, 0.6]), "rho must sum to 1"),
+        (lambda: cfg.check_probabilities("rho", [1.5, -0.5]), r"rho\[1\]=-0.5 must be >= 0.0"),
+        (lambda: cfg.check_int_list("ks", []), "ks=\\[\\] must be a non-empty list"),
+        (lambda: cfg.check_choice("device", "tpu", cfg.DEVICES), "device='tpu' is not allowed"),
+    ],
+)
+def test_checks_name_the_parameter_and_the_rule(call, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_checks_pass_good_values() -> None:
+    assert cfg.check_int("K", 3.0, 1) == 3
+    assert cfg.check_probabilities("rho", [0.25, 0.75]) == (0.25, 0.75)
+    assert cfg.check_int_list("ks", 4) == (4,)
+    assert cfg.resolve_device("cpu") == "cpu"
