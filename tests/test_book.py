@@ -119,16 +119,26 @@ def smoke_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(REPO / "book", root / "book", ignore=shutil.ignore_patterns("_generated"))
     shutil.copytree(REPO / "notebooks", root / "notebooks")
     (root / "_vendor").symlink_to(REPO / "_vendor", target_is_directory=True)
-    # TODO(lead): drop --allow-missing when all chapters exist
-    cmd = [sys.executable, "-m", "negatives.book", "build", "--profile", "smoke"]
-    cmd += ["--root", str(root), "--allow-missing"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "negatives.book",
+        "build",
+        "--profile",
+        "smoke",
+        "--root",
+        str(root),
+    ]
     res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1800)
     assert res.returncode == 0, f"smoke build failed:\n{res.stdout[-6000:]}\n{res.stderr[-6000:]}"
     return root
 
 
 def _built_chapters(root: Path) -> list[Chapter]:
-    return [c for c in toc_chapters(read_toc(root)) if (root / c.source).is_file()]
+    chapters = toc_chapters(read_toc(root))
+    missing = [c.name for c in chapters if not (root / c.source).is_file()]
+    assert not missing, f"toc chapters without a notebook: {missing}"
+    return chapters
 
 
 @pytest.mark.slow

@@ -8,7 +8,10 @@ from negatives.chapters import coupon
 
 
 def test_profiles_differ_only_in_grid_density() -> None:
-    smoke, book = coupon.CouponParams.from_profile("smoke"), coupon.CouponParams.from_profile("book")
+    smoke, book = (
+        coupon.CouponParams.from_profile("smoke"),
+        coupon.CouponParams.from_profile("book"),
+    )
     assert smoke.grid_points < book.grid_points
     assert smoke.num_classes == book.num_classes == (10, 100)
 

@@ -311,11 +311,11 @@ def band_label(band: tuple[float, float]) -> str:
 # -- training and probes ---------------------------------------------------------------------
 
 
-def _probe_backbone(run: Run, data: Dataset) -> dict[str, float]:
+def _probe_backbone(run: Run, data: Dataset, device: str = "cpu") -> dict[str, float]:
     """Linear probe, mean classifier and k-NN on the backbone features h of the query encoder."""
     model = run.load_model()
-    tr = probes.extract_features(model, data.train_images, which="backbone")
-    te = probes.extract_features(model, data.test_images, which="backbone")
+    tr = probes.extract_features(model, data.train_images, which="backbone", device=device)
+    te = probes.extract_features(model, data.test_images, which="backbone", device=device)
     return probes.probe_features(tr, data.train_labels, te, data.test_labels)
 
 
@@ -340,6 +340,7 @@ def run_conditions(
     store = store or RunStore(P.results_dir)
     data = data if data is not None else P.load_data()
     conds = P.conditions()
+    device = cfg.resolve_device(P.device)  # features on the GPU when there is one
     runs_ = sweep(
         [c["config"] for c in conds], data, store, desc="difficulty runs", progress=progress
     )
@@ -348,7 +349,7 @@ def run_conditions(
         metrics = r.evaluate(
             "probes-backbone",
             {"data": data.fingerprint, "which": "backbone", "version": 1},
-            lambda r=r: _probe_backbone(r, data),
+            lambda r=r: _probe_backbone(r, data, device),
         )
         band = cond["band"]
         hist = r.history
@@ -870,6 +871,7 @@ def run_consistency(
                 num_queries=P.consistency_queries,
                 top_fraction=P.consistency_top_fraction,
                 seed=0,
+                device=cfg.resolve_device(P.device),
             )
             return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in out.items()}
 

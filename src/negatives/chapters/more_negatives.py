@@ -4,16 +4,20 @@ Parameters of the chapter (:class:`MoreNegativesParams`, one field per papermill
 the functions that turn :mod:`negatives.theory` into the chapter's tables: the exact population
 optimum of the latent-class contrastive loss for a grid of class counts ``C`` and negatives
 ``K``, its distance to the regular simplex, its downstream (mean-classifier) loss and accuracy,
-and the CURL bound evaluated at it. The trained-encoder sections of the chapter are added later
-by the lead; :func:`verdict_table` takes a list of rows so that they can add theirs.
+and the CURL bound evaluated at it; and, for the finite-sample sections, the K-scan shared with
+chapter 3 (:mod:`negatives.chapters.kscan`: encoders trained on the synthetic latent-class data
+and on the image data set) with its summaries over seeds and verdict rules
+(:func:`kscan_accuracy`, :func:`accuracy_summary`, :func:`k_comparison`,
+:func:`finite_sample_verdicts`). :func:`verdict_table` takes a list of rows from both parts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,8 @@ import pandas as pd
 import torch
 
 from negatives import config as cfg
-from negatives import theory
+from negatives import stats, theory
+from negatives.chapters import kscan
 
 PRIORS: tuple[str, ...] = ("uniform", "zipf")
 VERDICTS: tuple[str, ...] = ("reproduced", "not reproduced", "inconclusive")
@@ -40,6 +45,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "num_negatives": (1, 32),
         "variant_num_classes": 3,
         "heatmap_num_classes": 4,
+        "skew_exponents": (1.0, 2.0),
         "restarts": 1,
     },
     "book": {
@@ -65,7 +71,12 @@ _COMMON: dict[str, Any] = {
     "skew_exponents": (0.5, 1.0, 1.5, 2.0),
     "seed": 0,
     "results_dir": None,
+    "accuracy_margin": 1.0,
 }
+# The K-scan's parameters are kscan.KScanParams's, under the same names, except its
+# ``num_negatives`` (the image scan's K values), which this chapter calls ``scan_num_negatives``
+# because ``num_negatives`` is the population scan's K values here.
+SCAN_RENAMED: dict[str, str] = {"scan_num_negatives": "num_negatives"}
 
 
 @dataclass(frozen=True)
@@ -85,7 +96,14 @@ class MoreNegativesParams:
     * ``heatmap_num_classes``: C of the Gram-matrix heatmaps.
     * ``restarts``: random starts per optimisation (the lowest loss is kept).
     * ``seed``: seed of the random starts and of the Monte-Carlo check.
-    * ``results_dir``: if set, scans are cached there as JSON (``<dir>/theory/*.json``).
+    * ``results_dir``: if set, scans are cached there as JSON (``<dir>/theory/*.json``); it is
+      also the K-scan's run cache (``None`` there means the K-scan's default, ``results``).
+    * ``accuracy_margin``: accuracy points within which a drop at the largest K counts as "no
+      degradation" in :func:`k_comparison`'s verdict rule.
+    * ``scan``: the K-scan shared with chapter 3
+      (:class:`~negatives.chapters.kscan.KScanParams`), built from the same overrides as there,
+      so both chapters train the same encoders; its image K values are overridden here as
+      ``scan_num_negatives``.
     """
 
     profile: str
@@ -101,17 +119,37 @@ class MoreNegativesParams:
     restarts: int
     seed: int
     results_dir: str | None
+    accuracy_margin: float = 1.0
+    scan: kscan.KScanParams | None = None
 
     @classmethod
     def from_profile(cls, profile: str = "book", **overrides: Any) -> MoreNegativesParams:
-        """Profile defaults, then every override that is not None; all validated."""
+        """Profile defaults, then every override that is not None; all validated.
+
+        Overrides naming a K-scan field (or ``scan_num_negatives``) go to
+        :meth:`KScanParams.from_profile`, exactly as chapter 3 passes them; ``results_dir`` goes
+        to both.
+        """
         profile = cfg.check_profile(profile)
-        names = {f.name for f in dataclasses.fields(cls)} - {"profile"}
-        unknown = sorted(set(overrides) - names)
+        names = {f.name for f in dataclasses.fields(cls)} - {"profile", "scan"}
+        scan_names = {f.name for f in dataclasses.fields(kscan.KScanParams)} - {"profile"}
+        scan_names = (scan_names - set(SCAN_RENAMED.values()) - names) | set(SCAN_RENAMED)
+        unknown = sorted(set(overrides) - names - scan_names - {"results_dir"})
         if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown}; allowed: {sorted(names)}")
+            raise ValueError(
+                f"unknown parameter(s) {unknown}; allowed: {sorted(names | scan_names)}"
+            )
+        scan_overrides = {
+            SCAN_RENAMED.get(k, k): v
+            for k, v in overrides.items()
+            if k in scan_names or k == "results_dir"
+        }
+        try:
+            scan = kscan.KScanParams.from_profile(profile, **scan_overrides)
+        except ValueError as e:  # name the image scan's K values as this chapter does
+            raise ValueError(re.sub(r"\bnum_negatives\b", "scan_num_negatives", str(e))) from e
         values = {**_COMMON, **_DEFAULTS[profile]}
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        values.update({k: v for k, v in overrides.items() if v is not None and k in names})
 
         num_classes = cfg.check_int_list("num_classes", values["num_classes"], minimum=2)
         if max(num_classes) > MAX_CLASSES:
@@ -177,6 +215,10 @@ class MoreNegativesParams:
             restarts=cfg.check_int("restarts", values["restarts"], 1, 20),
             seed=cfg.check_int("seed", values["seed"], minimum=0),
             results_dir=None if results_dir is None else str(results_dir),
+            accuracy_margin=cfg.check_float(
+                "accuracy_margin", values["accuracy_margin"], 0.0, 100.0
+            ),
+            scan=scan,
         )
 
     @property
@@ -225,15 +267,15 @@ def _cache_path(params: MoreNegativesParams, key: Mapping[str, Any]) -> Path | N
     return Path(params.results_dir) / "theory" / f"more_negatives-{config_hash(dict(key))}.json"
 
 
-def _cached(params: MoreNegativesParams, key: Mapping[str, Any], compute) -> Any:
+def _cached(params: MoreNegativesParams, key: Mapping[str, Any], compute: Callable[[], Any]) -> Any:
     """``compute()`` or its cached JSON result (plain, checksummed via negatives.runs)."""
     path = _cache_path(params, key)
     if path is not None:
         from negatives.runs import read_json
 
         hit = read_json(path)
-        if hit is not None:
-            return hit
+        if isinstance(hit, dict) and "value" in hit:  # the file name is the key's hash
+            return hit["value"]
     value = compute()
     if path is not None:
         from negatives.runs import write_json
@@ -481,6 +523,213 @@ def timing_table(scan: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------
+# finite samples: the K-scan shared with chapter 3
+
+SCAN_KINDS: tuple[str, ...] = ("latent", "image")
+# The probes of negatives.probes.evaluate_model (backbone features) that the chapter reports.
+METRICS: dict[str, str] = {"linear_accuracy": "linear probe", "mean_accuracy": "mean classifier"}
+MODE_NAMES: dict[str, str] = {
+    "batch": "K+1 = batch size",
+    "mask": "fixed batch, random K-subset of negatives",
+}
+
+
+def _scan_params(params: MoreNegativesParams) -> kscan.KScanParams:
+    if params.scan is None:
+        raise ValueError(
+            "params.scan is None: build the params with MoreNegativesParams.from_profile"
+        )
+    return params.scan
+
+
+def kscan_accuracy(
+    params: MoreNegativesParams,
+    kind: str,
+    *,
+    store: Any = None,
+    data: Any = None,
+) -> pd.DataFrame:
+    """Train (or reuse from the run cache) the K-scan of ``kind`` and probe every encoder.
+
+    ``kind="latent"``: :meth:`KScanParams.latent_configs` on the synthetic latent-class data
+    (a positive is another sample of the anchor's latent class, the negatives are the other
+    samples of the batch, i.e. draws from the marginal, as in the model of Arora et al. 2019
+    and Awasthi et al. 2022); ``"image"``: :meth:`KScanParams.configs` on the image data set
+    (augmented views as positives). The configs are chapter 3's, so the runs are shared.
+
+    One row per run: ``data`` (the kind), ``dataset``, ``num_classes`` and the columns of
+    :func:`negatives.chapters.kscan.run_scan` (``mode``, ``K``, ``seed``, ``batch_size``,
+    ``run_id``, ``train_seconds``, ``linear_accuracy``, ``mean_accuracy``, ...).
+    """
+    cfg.check_choice("kind", kind, SCAN_KINDS)
+    scan_params = _scan_params(params)
+    if store is None:
+        from negatives.runs import RunStore
+
+        store = RunStore(scan_params.results_dir)
+    if kind == "latent":
+        data = scan_params.load_latent_data() if data is None else data
+        scan = scan_params.latent_configs()
+    else:
+        data = scan_params.load_data() if data is None else data
+        scan = scan_params.configs()
+    _, df = kscan.run_scan(scan, data, store, desc=f"K-scan ({kind})")
+    df.insert(0, "data", kind)
+    df.insert(1, "dataset", data.name)
+    df.insert(2, "num_classes", data.num_classes)
+    return df
+
+
+def data_label(rows: pd.DataFrame, kind: str) -> str:
+    """How a data kind of the rows is named in figures and verdicts."""
+    g = rows[rows["data"] == kind]
+    if len(g) == 0:
+        raise ValueError(f"kind={kind!r} has no rows; present: {sorted(set(rows['data']))}")
+    return f"{g['dataset'].iloc[0]} (C={int(g['num_classes'].iloc[0])})"
+
+
+def accuracy_summary(
+    rows: pd.DataFrame, metrics: Iterable[str] = tuple(METRICS), confidence: float = 0.95
+) -> pd.DataFrame:
+    """Mean and Student-t interval over seeds of each metric (accuracy in %, as the probes give).
+
+    One row per ``data`` x ``mode`` x ``K`` x metric: ``n`` (seeds), ``mean``, ``low``,
+    ``high`` (:func:`negatives.stats.summarize`), plus ``K+1``.
+    """
+    out = []
+    for metric in metrics:
+        if metric not in rows.columns:
+            raise ValueError(f"metric={metric!r} is not a column of rows")
+        s = stats.summarize(rows, ["data", "mode", "K"], metric, confidence)
+        s.insert(3, "metric", metric)
+        out.append(s)
+    res = pd.concat(out, ignore_index=True)
+    res["K+1"] = res["K"] + 1
+    return res.sort_values(["data", "metric", "mode", "K"], ignore_index=True)
+
+
+def _rule(low: float, high: float, margin: float) -> str:
+    """The verdict on "no degradation": see :func:`k_comparison`."""
+    if math.isfinite(low) and low > -margin:
+        return "reproduced"
+    if math.isfinite(high) and high < -margin:
+        return "not reproduced"
+    return "inconclusive"
+
+
+def k_comparison(
+    rows: pd.DataFrame,
+    metric: str = "linear_accuracy",
+    margin: float = 1.0,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Does accuracy degrade at the largest K? Paired-by-seed differences, one row per data x mode.
+
+    For each ``data`` x ``mode`` with at least two K values: ``K_max`` is the largest K,
+    ``K_best`` the smaller K with the highest mean accuracy over seeds and ``K_min`` the
+    smallest. Per seed s present at both K values, d_s = acc(K_max, s) - acc(K_best, s)
+    (accuracy points: the probes' accuracies are percentages); ``best_mean``/``best_low``/``best_high`` are the mean of d_s and its
+    Student-t interval over seeds, and ``min_*`` the same against ``K_min``.
+
+    Rule (the claim "accuracy does not degrade with K", Awasthi et al. 2022): *reproduced* if
+    the interval against the best smaller K lies above ``-margin`` points; *not reproduced* if
+    it lies below ``-margin``; *inconclusive* otherwise (including a single seed, where there
+    is no interval). Picking the best smaller K after the fact makes the rule conservative: a
+    pure-noise winner lowers the difference.
+    """
+    if metric not in rows.columns:
+        raise ValueError(f"metric={metric!r} is not a column of rows")
+    margin = cfg.check_float("margin", margin, 0.0)
+    out = []
+    for (kind, mode), g in rows.groupby(["data", "mode"], sort=False):
+        means = g.groupby("K")[metric].mean()
+        ks = sorted(means.index)
+        if len(ks) < 2:
+            continue
+        k_max, k_min = ks[-1], ks[0]
+        k_best = int(means.loc[ks[:-1]].idxmax())
+        by_seed = g.pivot_table(index="seed", columns="K", values=metric, aggfunc="mean")
+        row: dict[str, Any] = {
+            "data": kind,
+            "mode": mode,
+            "metric": metric,
+            "K_min": int(k_min),
+            "K_best": k_best,
+            "K_max": int(k_max),
+            "acc_K_max": float(means.loc[k_max]),
+            "acc_K_best": float(means.loc[k_best]),
+            "acc_K_min": float(means.loc[k_min]),
+        }
+        for name, k in (("best", k_best), ("min", k_min)):
+            d = (by_seed[k_max] - by_seed[k]).dropna()
+            mean, low, high = stats.mean_interval(d.tolist(), confidence)
+            row.update({f"{name}_n": len(d), f"{name}_mean": mean})
+            row.update({f"{name}_low": low, f"{name}_high": high})
+        row["margin"] = margin
+        row["verdict"] = _rule(row["best_low"], row["best_high"], margin)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def finite_sample_verdicts(
+    rows: pd.DataFrame,
+    metrics: Iterable[str] = tuple(METRICS),
+    margin: float = 1.0,
+    confidence: float = 0.95,
+) -> list[dict[str, str]]:
+    """Verdict rows, one per data set x mode x metric, by the rule of :func:`k_comparison`."""
+    out = []
+    for metric in metrics:
+        comp = k_comparison(rows, metric, margin, confidence)
+        for _, c in comp.iterrows():
+            label = data_label(rows, c["data"])
+            trained = (
+                "encoders trained on the latent-class model"
+                if c["data"] == "latent"
+                else "encoders trained on images"
+            )
+            out.append(
+                {
+                    "claim": f"Finite samples ({trained}, {label}; "
+                    f"{MODE_NAMES.get(c['mode'], c['mode'])}): {METRICS.get(metric, metric)} "
+                    "accuracy does not degrade at the largest K",
+                    "evidence": f"Accuracy at K={c['K_max']} minus at the best smaller "
+                    f"K={c['K_best']}: {c['best_mean']:+.2f} points, 95% interval "
+                    f"[{c['best_low']:+.2f}, {c['best_high']:+.2f}] over {c['best_n']} seeds "
+                    f"(paired); against the smallest K={c['K_min']}: {c['min_mean']:+.2f} "
+                    f"[{c['min_low']:+.2f}, {c['min_high']:+.2f}]. Rule: reproduced if the "
+                    f"first interval lies above -{margin:g} points, not reproduced if below",
+                    "verdict": c["verdict"],
+                }
+            )
+    return out
+
+
+def departures(comparison: pd.DataFrame, margin: float = 1.0) -> list[str]:
+    """Plain sentences on where trained encoders depart from the flat population optimum.
+
+    From :func:`k_comparison` rows: accuracy *rises* from the smallest K (the interval of the
+    difference K_max - K_min lies above ``margin``: small K hurts, which the population optimum
+    does not show), or *falls* at the largest K (the rule's "not reproduced"). Empty if neither.
+    """
+    out = []
+    for _, c in comparison.iterrows():
+        what = f"{METRICS.get(c['metric'], c['metric'])}, {MODE_NAMES.get(c['mode'], c['mode'])}"
+        if math.isfinite(c["min_low"]) and c["min_low"] > margin:
+            out.append(
+                f"{what}: accuracy at the smallest K={c['K_min']} is lower than at "
+                f"K={c['K_max']} by {c['min_mean']:.1f} points "
+                f"[{c['min_low']:.1f}, {c['min_high']:.1f}]"
+            )
+        if c["verdict"] == "not reproduced":
+            out.append(
+                f"{what}: accuracy falls from K={c['K_best']} to K={c['K_max']} by "
+                f"{-c['best_mean']:.1f} points [{-c['best_high']:.1f}, {-c['best_low']:.1f}]"
+            )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # verdicts
 
 
@@ -520,7 +769,9 @@ def population_verdicts(
     ``main``, ``variants``: :func:`main_scan`, :func:`variant_scan`; ``skew`` (optional):
     :func:`skew_scan`, whose relative changes join those of the Zipf rows.
     """
-    both = pd.concat([main, variants], ignore_index=True)
+    both = pd.concat([main, variants], ignore_index=True).drop_duplicates(
+        subset=["C", "K", "prior", "scale", "constraint"]
+    )
     uni = both[both["prior"] == "uniform"]
     zipf = both[both["prior"] == "zipf"]
     rows: list[dict[str, str]] = []
@@ -571,6 +822,8 @@ def population_verdicts(
                 "skew sweep's C"
             )
         worst, best = float(max(rel)), float(min(rel))
+        # with two classes every prior's optimum is the antipodal pair, i.e. the simplex
+        zipf_dist = float(zipf.loc[zipf["C"] >= 3, "simplex distance"].min())
         if worst <= 1e-9 and acc_z > 1 - 1e-9:
             verdict = "reproduced"
         elif worst > 0.01 or acc_z < 1 - 1e-9:
@@ -584,8 +837,8 @@ def population_verdicts(
                 "a third-party summary says the precise characterisation is for uniform priors)",
                 "evidence": f"Accuracy stays >= {acc_z:.4f}; from the smallest to the largest K "
                 f"the prior-weighted supervised loss changes by {100 * best:+.2f}% to "
-                f"{100 * worst:+.2f}% (relative, across C, scale and constraint{extra}); the optimum "
-                f"is not a simplex (distance >= {float(zipf['simplex distance'].min()):.2f})",
+                f"{100 * worst:+.2f}% (relative, across C, scale and constraint{extra}); for "
+                f"C >= 3 the optimum is not a simplex (distance >= {zipf_dist:.2f})",
                 "verdict": verdict,
             }
         )
