@@ -444,6 +444,14 @@ def dequantize_latent(images: torch.Tensor) -> torch.Tensor:
     return (images.flatten(1).float() - LATENT_OFFSET) / LATENT_SCALE
 
 
+def zipf_probs(num_classes: int, exponent: float) -> tuple[float, ...]:
+    """A Zipf class prior rho_c proportional to c^-s, c = 1..C (s = 0 is uniform)."""
+    c = check_int("num_classes", num_classes, minimum=1)
+    s = check_float("exponent", exponent, 0.0)
+    w = np.arange(1, c + 1, dtype=np.float64) ** -s
+    return tuple((w / w.sum()).tolist())
+
+
 def latent_class_means(num_classes: int, dim: int, seed: int = 0) -> torch.Tensor:
     """The class means ``mu_c`` of :func:`make_latent_class`: ``(C, dim)`` float64, unit norm,
     directions uniform on the sphere (normalised Gaussians), drawn from ``seed``."""

@@ -18,6 +18,7 @@ import pandas as pd
 
 from negatives import bounds
 from negatives import config as cfg
+from negatives.data import zipf_probs
 
 # Nozawa & Sato (2021), Table 3: ceil(E[K+1]) to draw every class, as published (quotation).
 PAPER_TABLE3: tuple[tuple[str, int, int], ...] = (
@@ -133,14 +134,6 @@ class CouponParams:
 
 # ---------------------------------------------------------------------------------------------
 # priors and grids
-
-
-def zipf_probs(num_classes: int, exponent: float) -> tuple[float, ...]:
-    """ρ_c ∝ c^{-s}, c = 1..C (s = 0 is uniform)."""
-    c = cfg.check_int("num_classes", num_classes, minimum=1)
-    s = cfg.check_float("exponent", exponent, 0.0)
-    w = np.arange(1, c + 1, dtype=np.float64) ** -s
-    return tuple((w / w.sum()).tolist())
 
 
 def prior_label(params: CouponParams) -> str:

@@ -29,6 +29,7 @@ import torch
 from negatives import config as cfg
 from negatives import stats, theory
 from negatives.chapters import kscan
+from negatives.data import zipf_probs
 
 PRIORS: tuple[str, ...] = ("uniform", "zipf")
 VERDICTS: tuple[str, ...] = ("reproduced", "not reproduced", "inconclusive")
@@ -232,14 +233,6 @@ class MoreNegativesParams:
 
 # ---------------------------------------------------------------------------------------------
 # priors and small helpers
-
-
-def zipf_probs(num_classes: int, exponent: float) -> tuple[float, ...]:
-    """rho_c proportional to c^-a, c = 1..C (a = 0 is uniform)."""
-    c = cfg.check_int("num_classes", num_classes, minimum=1)
-    a = cfg.check_float("exponent", exponent, 0.0)
-    w = np.arange(1, c + 1, dtype=np.float64) ** -a
-    return tuple((w / w.sum()).tolist())
 
 
 def prior_probs(params: MoreNegativesParams, num_classes: int, prior: str) -> tuple[float, ...]:
