@@ -20,16 +20,6 @@ from negatives.data import load_dataset
 from negatives.models import build_model
 from negatives.train import TrainConfig
 
-
-@pytest.fixture
-def one_thread():
-    # Tiny models on a shared CPU run much faster (and steadier) on one thread.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ---------------------------------------------------------------------------------------------
 # Parameters
 

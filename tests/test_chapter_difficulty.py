@@ -309,15 +309,6 @@ def test_hardness_consistency_on_images_with_identity_encoder() -> None:
 # -- a tiny end-to-end run ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def one_thread():
-    # Tiny tensors: two threads only add synchronisation (and lose badly on a busy machine).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_run_conditions_end_to_end(tmp_path, one_thread) -> None:
     P = D.DifficultyParams.from_profile(
         "smoke",
