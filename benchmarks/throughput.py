@@ -2,9 +2,15 @@
 
 The reference: a torch ``DataLoader`` over PIL images with per-image torchvision transforms
 (RandomResizedCrop, RandomHorizontalFlip, ColorJitter with p = 0.8, RandomGrayscale for colour),
-the same model, the same NT-Xent loss, optimiser and batch size. Ours: ``negatives.train.train``
-(data on the device as uint8, batched augmentation). Both count images per second with both
-views (2 x batch per step), after a warm-up, in one process on the same machine.
+the same model, the same NT-Xent loss, optimiser and batch size, in float32. Ours:
+``negatives.train.train`` (data on the device as uint8, batched augmentation) as shipped
+(``precision="auto"``: bf16 autocast of the encoder where the device has native bf16) and in
+float32. Both count images per second with both views (2 x batch per step), after a warm-up.
+
+Every variant runs in its own process (so that peak memory is its own), ``--repeats`` times,
+interleaved, on the same machine; the table gives the median and the range. Two controls
+separate the data pipeline from the arithmetic: ours in float32, and the reference with the same
+bf16 autocast as ours. The speed-up is against the fastest reference variant in float32.
 
     python benchmarks/throughput.py                     # small CNN, 28x28 Fashion-MNIST, CPU
     python benchmarks/throughput.py --device cuda --arch resnet18-cifar --dataset cifar10 --data-root /data
@@ -19,6 +25,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -30,7 +37,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from negatives.config import resolve_device
+from negatives import augment
+from negatives.config import resolve_device, resolve_precision
 from negatives.data import load_dataset
 from negatives.losses import nt_xent
 from negatives.models import build_model
@@ -74,8 +82,38 @@ def _peak_rss_mib() -> float:
     return kib / 1024 if sys.platform != "darwin" else kib / 2**20
 
 
+def _model(
+    config: TrainConfig, images: torch.Tensor, device: str, precision: str, *, channels_last: bool
+) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.autocast]:
+    """The benchmark's model (as the trainer builds it), AdamW and the autocast context."""
+    model = build_model(
+        config.arch,
+        images.shape[1],
+        images.shape[-1],
+        width=config.width,
+        proj_hidden=config.proj_hidden,
+        proj_dim=config.proj_dim,
+    ).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    return model, opt, torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _step(model, opt, autocast, v1: torch.Tensor, v2: torch.Tensor, temperature: float) -> None:
+    """One SimCLR step: encoder under ``autocast``, NT-Xent in float32, AdamW."""
+    with autocast:
+        _, z1 = model(v1)
+        _, z2 = model(v2)
+    z1, z2 = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
+    loss = nt_xent(z1, z2, temperature).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def bench_reference(
-    data, config: TrainConfig, steps: int, warmup: int, workers: int, device: str
+    data, config: TrainConfig, steps: int, warmup: int, workers: int, device: str, precision: str
 ) -> dict:
     torch.manual_seed(0)
     images = data.train_images[: (steps + warmup) * config.batch_size]
@@ -89,15 +127,7 @@ def bench_reference(
         pin_memory=device == "cuda",
         persistent_workers=workers > 0,
     )
-    model = build_model(
-        config.arch,
-        images.shape[1],
-        images.shape[-1],
-        width=config.width,
-        proj_hidden=config.proj_hidden,
-        proj_dim=config.proj_dim,
-    ).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    model, opt, autocast = _model(config, images, device, precision, channels_last=False)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     done, t0 = 0, 0.0
@@ -107,12 +137,7 @@ def bench_reference(
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
         v1, v2 = v1.to(device, non_blocking=True), v2.to(device, non_blocking=True)
-        _, z1 = model(v1)
-        _, z2 = model(v2)
-        loss = nt_xent(F.normalize(z1, dim=1), F.normalize(z2, dim=1), config.temperature).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _step(model, opt, autocast, v1, v2, config.temperature)
         if i >= warmup:
             done += 1
         if done == steps:
@@ -148,6 +173,40 @@ def bench_ours(data, config: TrainConfig, steps: int, warmup: int, device: str) 
         "images_per_s": 2 * per_epoch * config.batch_size / seconds,
         "seconds": seconds,
         "steps": per_epoch,
+        "precision": out.precision,
+        **_memory(device),
+    }
+
+
+def bench_model_only(
+    data, config: TrainConfig, steps: int, warmup: int, device: str, precision: str
+) -> dict:
+    """The ceiling of any data pipeline: our training step (same model, channels-last, autocast,
+    loss and optimiser) on two fixed batches of views made once, so no data work is timed."""
+    torch.manual_seed(0)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(0)
+    images = data.train_images[: config.batch_size].to(device)
+    v1, v2 = (
+        augment.augment(images, gen).contiguous(memory_format=torch.channels_last) for _ in range(2)
+    )
+    model, opt, autocast = _model(config, images, device, precision, channels_last=True)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = 0.0
+    for i in range(warmup + steps):
+        if i == warmup:
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        _step(model, opt, autocast, v1, v2, config.temperature)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    return {
+        "images_per_s": 2 * steps * config.batch_size / seconds,
+        "seconds": seconds,
+        "steps": steps,
         **_memory(device),
     }
 
@@ -161,16 +220,54 @@ def _memory(device: str) -> dict:
     return {"peak_memory_mib": _peak_rss_mib(), "memory_kind": "process peak RSS"}
 
 
-def _measure(args: argparse.Namespace) -> dict:
+def _variants(workers: list[int], native_bf16: bool) -> list[dict]:
+    """The loops measured: ours as shipped and in float32, our training step alone (no data
+    pipeline: the ceiling), the reference per worker count in float32, and the reference in
+    bf16 (the control) when ours runs in bf16."""
+    out = [
+        {"key": "ours", "loop": "ours", "precision": "auto"},
+        {"key": "ours-fp32", "loop": "ours", "precision": "fp32"},
+        {"key": "model-only", "loop": "model-only", "precision": "auto"},
+    ]
+    for w in workers:
+        out.append({"key": f"ref-{w}w", "loop": "reference", "workers": w, "precision": "fp32"})
+    if native_bf16:
+        for w in workers:
+            out.append(
+                {"key": f"ref-{w}w-bf16", "loop": "reference", "workers": w, "precision": "bf16"}
+            )
+    return out
+
+
+def _measure(args: argparse.Namespace, variant: dict) -> dict:
     device = resolve_device(args.device)
     need = (args.steps + args.warmup) * args.batch_size
     data = load_dataset(args.dataset, args.data_root, train_size=need)
     config = TrainConfig(
-        method="simclr", arch=args.arch, width=args.width, batch_size=args.batch_size, device=device
+        method="simclr",
+        arch=args.arch,
+        width=args.width,
+        batch_size=args.batch_size,
+        device=device,
+        precision=variant["precision"],
     )
-    if args.only == "ours":
+    if variant["loop"] == "ours":
         return bench_ours(data, config, args.steps, args.warmup, device)
-    return bench_reference(data, config, args.steps, args.warmup, args.workers, device)
+    if variant["loop"] == "model-only":
+        precision = resolve_precision(variant["precision"], device)
+        return bench_model_only(data, config, args.steps, args.warmup, device, precision)
+    return bench_reference(
+        data, config, args.steps, args.warmup, variant["workers"], device, variant["precision"]
+    )
+
+
+def _label(v: dict, precision: str) -> str:
+    if v["loop"] == "model-only":
+        return f"our training step alone, fixed views ({precision}): the ceiling"
+    if v["loop"] == "ours":
+        p = f"auto = {precision}" if v["precision"] == "auto" else v["precision"]
+        return f"negatives.train ({p})"
+    return f"reference, DataLoader {v['workers']} workers ({v['precision']})"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -182,57 +279,105 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--arch", default="cnn-small")
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--steps", type=int, default=40, help="timed steps per measurement")
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="measurements per loop (interleaved)")
     p.add_argument(
-        "--workers", type=int, default=2, help="DataLoader workers of the reference loop"
+        "--workers",
+        default="0,2",
+        help="DataLoader worker counts of the reference loop, comma-separated",
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--json", default=None)
-    p.add_argument("--only", choices=["ours", "reference"], default=None, help=argparse.SUPPRESS)
+    p.add_argument("--variant", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.only:
-        print(json.dumps(_measure(args)))
+    for name in ("steps", "repeats", "batch_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
+    try:
+        workers = [int(w) for w in args.workers.split(",")]
+    except ValueError:
+        p.error(f"--workers={args.workers!r} must be comma-separated integers, e.g. 0,2")
+    if any(w < 0 for w in workers):
+        p.error(f"--workers={args.workers!r}: worker counts must be >= 0")
+    if args.variant:
+        print(json.dumps(_measure(args, json.loads(args.variant))))
         return {}
-    # Each loop runs in its own process so that peak memory is its own.
-    results = {}
-    for which in ("ours", "reference"):
-        cmd = [
-            sys.executable,
-            __file__,
-            *(argv if argv is not None else sys.argv[1:]),
-            "--only",
-            which,
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        results[which] = json.loads(proc.stdout.strip().splitlines()[-1])
-    ours, ref = results["ours"], results["reference"]
     device = resolve_device(args.device)
+    precision = resolve_precision("auto", device)
+    variants = _variants(workers, precision == "bf16")
+    argv = list(argv if argv is not None else sys.argv[1:])
+    results: dict[str, list[dict]] = {v["key"]: [] for v in variants}
+    for rep in range(args.repeats):
+        for v in variants:
+            # Each measurement in its own process so that peak memory is its own.
+            cmd = [sys.executable, __file__, *argv, "--variant", json.dumps(v)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise SystemExit(f"{v['key']} failed:\n{proc.stderr[-3000:]}")
+            results[v["key"]].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            r = results[v["key"]][-1]
+            print(
+                f"[{rep + 1}/{args.repeats}] {v['key']}: {r['images_per_s']:,.0f} images/s",
+                file=sys.stderr,
+                flush=True,
+            )
     hw = (
         torch.cuda.get_device_name()
         if device == "cuda"
         else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
     )
-    rows = [
-        ("negatives.train (batched, on device)", ours),
-        (f"reference (DataLoader, {args.workers} workers, per-image PIL)", ref),
-    ]
+    summary = {}
+    for v in variants:
+        rates = [r["images_per_s"] for r in results[v["key"]]]
+        summary[v["key"]] = {
+            "label": _label(v, precision),
+            "median": statistics.median(rates),
+            "min": min(rates),
+            "max": max(rates),
+            "peak_memory_mib": max(r["peak_memory_mib"] for r in results[v["key"]]),
+            "memory_kind": results[v["key"]][0]["memory_kind"],
+            "steps": results[v["key"]][0]["steps"],
+        }
+    refs = [k for k in summary if k.startswith("ref-") and not k.endswith("-bf16")]
+    best_ref = max(refs, key=lambda k: summary[k]["median"])
+    speedup = summary["ours"]["median"] / summary[best_ref]["median"]
     print(
         f"\nSimCLR training throughput: {args.arch}, {args.dataset}, batch {args.batch_size}, "
-        f"device {device} ({hw}), torch {torch.__version__}\n"
+        f"device {device} ({hw}), torch {torch.__version__}; "
+        f"{args.repeats} interleaved measurements of {args.steps} steps per loop\n"
     )
-    print("| loop | images/s (both views) | peak memory (MiB) | timed steps |")
+    print("| loop | images/s (both views), median | range | peak memory (MiB) |")
     print("| --- | ---: | ---: | ---: |")
-    for name, r in rows:
+    for s in summary.values():
         print(
-            f"| {name} | {r['images_per_s']:,.0f} | {r['peak_memory_mib']:,.0f} ({r['memory_kind']}) | {r['steps']} |"
+            f"| {s['label']} | {s['median']:,.0f} | {s['min']:,.0f} - {s['max']:,.0f} | "
+            f"{s['peak_memory_mib']:,.0f} ({s['memory_kind']}) |"
         )
-    speedup = ours["images_per_s"] / ref["images_per_s"]
-    print(f"\nspeed-up: {speedup:.2f}x")
+    print(
+        f"\nspeed-up of negatives.train ({precision}) over the fastest float32 reference "
+        f"({summary[best_ref]['label']}): {speedup:.2f}x"
+    )
+    same = f"{best_ref}-bf16" if precision == "bf16" else best_ref
+    pipeline = summary["ours"]["median"] / summary[same]["median"]
+    print(
+        f"at the same precision ({precision}, {summary[same]['label']}): {pipeline:.2f}x "
+        "(what the data pipeline alone buys)"
+    )
+    ceiling = summary["model-only"]["median"] / summary[best_ref]["median"]
+    print(
+        f"ceiling (our training step with no data work at all) over the fastest float32 "
+        f"reference: {ceiling:.2f}x; ours reaches "
+        f"{summary['ours']['median'] / summary['model-only']['median']:.0%} of the ceiling"
+    )
     out = {
-        "ours": ours,
-        "reference": ref,
+        "summary": summary,
+        "measurements": results,
         "speedup": speedup,
+        "speedup_same_precision": pipeline,
+        "ceiling_speedup": ceiling,
+        "fastest_reference": best_ref,
+        "precision": precision,
         "device": device,
         "hardware": hw,
         "args": vars(args),

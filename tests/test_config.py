@@ -50,3 +50,19 @@ def test_checks_pass_good_values() -> None:
     assert cfg.check_probabilities("rho", [0.25, 0.75]) == (0.25, 0.75)
     assert cfg.check_int_list("ks", 4) == (4,)
     assert cfg.resolve_device("cpu") == "cpu"
+
+
+def test_resolve_precision(monkeypatch) -> None:
+    monkeypatch.setattr(cfg, "native_bf16", lambda device: device == "cuda")
+    assert cfg.resolve_precision("auto", "cuda") == "bf16"
+    assert cfg.resolve_precision("auto", "cpu") == "fp32"
+    assert cfg.resolve_precision("bf16", "cpu") == "bf16"
+    assert cfg.resolve_precision("fp32", "cuda") == "fp32"
+    with pytest.raises(ValueError, match="precision='half' is not allowed"):
+        cfg.resolve_precision("half", "cpu")
+    with pytest.raises(ValueError, match="device='auto'"):
+        cfg.resolve_precision("auto", "auto")  # resolve the device first
+
+
+def test_native_bf16_answers_a_bool() -> None:
+    assert isinstance(cfg.native_bf16("cpu"), bool)

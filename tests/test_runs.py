@@ -25,6 +25,14 @@ def test_config_hash_depends_on_every_field_and_the_data() -> None:
     assert base == runs.config_hash({"lr": 0.1, "epochs": 3}, "abc")
 
 
+def test_execution_enters_the_hash_only_when_given() -> None:
+    base = runs.config_hash(_Cfg(), "abc")
+    assert runs.config_hash(_Cfg(), "abc", execution=None) == base
+    cpu = runs.config_hash(_Cfg(), "abc", execution={"device": "cpu", "cpu_threads": 1})
+    assert cpu != base
+    assert cpu != runs.config_hash(_Cfg(), "abc", execution={"device": "cpu", "cpu_threads": 2})
+
+
 def test_json_round_trip_and_corruption_is_detected(tmp_path) -> None:
     path = tmp_path / "r.json"
     runs.write_json(path, {"a": [1, 2.5], "b": "x"})

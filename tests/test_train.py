@@ -6,9 +6,10 @@ import math
 import pytest
 import torch
 
+from negatives import config as cfg
 from negatives import runs
 from negatives.data import load_dataset
-from negatives.train import TrainConfig, TrainingDiverged, run, sweep, train
+from negatives.train import TrainConfig, TrainingDiverged, execution, run, sweep, train
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +154,7 @@ def test_run_cache_reuses_finished_runs_and_detects_corruption(digits, tmp_path)
         (dict(temperature=0.0), "temperature"),
         (dict(epochs=0), "epochs"),
         (dict(device="tpu"), "device"),
+        (dict(precision="fp16"), "precision"),
     ],
 )
 def test_bad_config_names_the_parameter(kw, match) -> None:
@@ -163,3 +165,46 @@ def test_bad_config_names_the_parameter(kw, match) -> None:
 def test_config_fields_are_plain_values() -> None:
     for f in dataclasses.fields(TrainConfig):
         assert f.type in {"str", "int", "float", "bool", "int | None"}, f
+
+
+def test_bf16_autocast_trains_deterministically_and_differs_from_fp32(digits, one_thread) -> None:
+    # bf16 is honoured on any CPU (emulated where not native), so this runs everywhere
+    a = train(_tiny(precision="bf16"), digits, progress=False)
+    b = train(_tiny(precision="bf16"), digits, progress=False)
+    f = train(_tiny(precision="fp32"), digits, progress=False)
+    assert a.precision == "bf16" and f.precision == "fp32"
+    assert all(math.isfinite(x) for x in a.history["loss"])
+    assert a.history["loss"] == b.history["loss"]
+    assert a.history["loss"] != f.history["loss"]  # the autocast really changed the arithmetic
+    # weights and optimiser state stay float32
+    assert all(p.dtype == torch.float32 for p in a.model.parameters())
+
+
+def test_auto_precision_follows_the_hardware(digits, monkeypatch, one_thread) -> None:
+    monkeypatch.setattr(cfg, "native_bf16", lambda device: False)
+    assert train(_tiny(epochs=1), digits, progress=False).precision == "fp32"
+    monkeypatch.setattr(cfg, "native_bf16", lambda device: True)
+    assert train(_tiny(epochs=1), digits, progress=False).precision == "bf16"
+
+
+def test_run_identity_includes_the_resolved_precision_and_threads(
+    digits, tmp_path, monkeypatch
+) -> None:
+    store = runs.RunStore(tmp_path)
+    config = _tiny(epochs=1)
+    monkeypatch.setattr(cfg, "native_bf16", lambda device: False)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        fp32_one = run(config, digits, store, progress=False)
+        assert execution(config) == {"device": "cpu", "precision": "fp32", "cpu_threads": 1}
+        assert fp32_one.result["execution"] == execution(config)
+        torch.set_num_threads(2)
+        fp32_two = run(config, digits, store, progress=False)
+        monkeypatch.setattr(cfg, "native_bf16", lambda device: True)
+        torch.set_num_threads(1)
+        bf16_one = run(config, digits, store, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    ids = {fp32_one.run_id, fp32_two.run_id, bf16_one.run_id}
+    assert len(ids) == 3  # a cached result is only reused under the same arithmetic

@@ -12,6 +12,7 @@ from typing import Any
 
 PROFILES: tuple[str, ...] = ("smoke", "book", "full")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
 def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
@@ -93,6 +94,36 @@ def resolve_device(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was asked for but torch sees no GPU; use 'auto' or 'cpu'")
     return device
+
+
+def native_bf16(device: str) -> bool:
+    """Whether ``device`` (``cpu`` or ``cuda``) computes in bfloat16 natively.
+
+    On the CPU that needs AVX512-BF16 or AMX (otherwise oneDNN emulates bf16 and it is slower
+    than float32).
+    """
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # private helpers of torch.cpu; absent in some builds
+        return False
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` -> ``bf16`` where ``device`` has native bfloat16, else ``fp32``.
+
+    ``bf16`` means autocast of the encoders' forward pass; losses, optimiser state and weights
+    stay float32. ``bf16`` asked for explicitly is honoured on any device (emulated where not
+    native).
+    """
+    check_choice("precision", precision, PRECISIONS)
+    check_choice("device", device, ("cpu", "cuda"))
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
 
 
 def merge_profile(

@@ -55,9 +55,21 @@ def _dumps(obj: Any) -> str:
     return json.dumps(_canonical(obj), sort_keys=True, separators=(",", ":"))
 
 
-def config_hash(config: Any, data_fingerprint: str = "", length: int = 16) -> str:
-    """Hash of a config (dataclass or mapping) and the data's fingerprint: the run's identity."""
-    text = _dumps({"config": config, "data": data_fingerprint})
+def config_hash(
+    config: Any,
+    data_fingerprint: str = "",
+    length: int = 16,
+    execution: dict[str, Any] | None = None,
+) -> str:
+    """Hash of a config (dataclass or mapping) and the data's fingerprint: the run's identity.
+
+    ``execution`` adds what the config leaves open but the numbers depend on (the resolved
+    device and precision, the CPU thread count): see :func:`negatives.train.execution`.
+    """
+    payload: dict[str, Any] = {"config": config, "data": data_fingerprint}
+    if execution is not None:
+        payload["execution"] = execution
+    text = _dumps(payload)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 

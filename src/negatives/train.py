@@ -61,6 +61,10 @@ RANK_BIN_EDGES: tuple[float, ...] = (
     0.7,
     1.0,
 )
+# Queries per step whose negatives enter that log: ranking the whole (B, Q) similarity matrix
+# costs as much as a training step on a CPU; the batch is a random sample, so its first
+# RANK_LOG_QUERIES rows are an unbiased subsample.
+RANK_LOG_QUERIES: int = 64
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ class TrainConfig:
     flip: bool = True
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"  # bf16 autocast of the encoders where the device has it natively
     compile: bool = False
 
     def __post_init__(self) -> None:
@@ -100,6 +105,7 @@ class TrainConfig:
         cfg.check_choice("positives", self.positives, POSITIVES)
         cfg.check_choice("optimizer", self.optimizer, OPTIMIZERS)
         cfg.check_choice("device", self.device, cfg.DEVICES)
+        cfg.check_choice("precision", self.precision, cfg.PRECISIONS)
         for name in ("width", "proj_hidden", "proj_dim", "epochs"):
             cfg.check_int(name, getattr(self, name), 1)
         cfg.check_int("batch_size", self.batch_size, 2)
@@ -162,7 +168,25 @@ class TrainResult:
     seconds: float
     images_per_second: float
     key_model: ContrastiveModel | None = None
+    precision: str = "fp32"
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def execution(config: TrainConfig) -> dict[str, Any]:
+    """What ``config`` leaves to the machine but the numbers depend on; part of a run's identity.
+
+    The device and precision that ``auto`` resolves to, and on the CPU the number of torch
+    threads (reductions split across threads round differently, so 1 and 2 threads give
+    slightly different weights).
+    """
+    device = cfg.resolve_device(config.device)
+    out: dict[str, Any] = {
+        "device": device,
+        "precision": cfg.resolve_precision(config.precision, device),
+    }
+    if device == "cpu":
+        out["cpu_threads"] = torch.get_num_threads()
+    return out
 
 
 def _make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -330,7 +354,8 @@ def train(
         elapsed = state["elapsed"]
 
     forward = torch.compile(model) if config.compile else model
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else _null_context()
+    precision = cfg.resolve_precision(config.precision, device)
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
 
     def embed(net: nn.Module, x: Tensor) -> Tensor:
         if config.arch != "mlp":
@@ -398,8 +423,9 @@ def train(
                 loss = losses.info_nce(q, k, keys, config.temperature, mask=mask).mean()
                 neg_labels = queue.labels
                 with torch.no_grad():
-                    same = y[:, None] == queue.labels[None, :]
-                    c, t = _rank_bin_same_class(sims, same, valid)
+                    r = slice(0, RANK_LOG_QUERIES)
+                    same = y[r, None] == queue.labels[None, :]  # (R, Q)
+                    c, t = _rank_bin_same_class(sims[r], same, valid[r])
                     rank_same += c
                     rank_total += t
             if not torch.isfinite(loss):
@@ -461,16 +487,9 @@ def train(
         device=device,
         seconds=elapsed,
         images_per_second=images_seen / elapsed if elapsed > 0 else math.nan,
+        precision=precision,
         extra={"finished": len(history["epoch"]) == config.epochs},
     )
-
-
-class _null_context:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 @dataclass
@@ -510,13 +529,18 @@ def run(
 ) -> Run:
     """Train ``config`` on ``data`` unless its finished result is cached; resume if interrupted."""
     store = store or runs.RunStore()
-    run_id = runs.config_hash(config, data.fingerprint)
+    run_id = runs.config_hash(config, data.fingerprint, execution=execution(config))
     run_dir = store.run_dir(run_id)
     result = store.result(run_id)
     if result is None:
         runs.write_json(
             run_dir / "config.json",
-            {"config": config, "data": data.fingerprint, "dataset": data.name},
+            {
+                "config": config,
+                "data": data.fingerprint,
+                "dataset": data.name,
+                "execution": execution(config),
+            },
         )
         out = train(config, data, checkpoint=run_dir / "checkpoint.pt", progress=progress)
         model_args = dict(
@@ -541,6 +565,7 @@ def run(
             "seconds": out.seconds,
             "images_per_second": out.images_per_second,
             "environment": runs.environment(out.device),
+            "execution": execution(config),
         }
         runs.write_json(run_dir / "result.json", result)
         result = store.result(run_id)

@@ -75,6 +75,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         consistency_queries=400,
         consistency_top_fraction=0.05,
         device="auto",
+        precision="auto",
     ),
     "book": dict(
         dataset="fashion-mnist",
@@ -97,6 +98,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         consistency_queries=3000,
         consistency_top_fraction=0.05,
         device="auto",
+        precision="auto",
     ),
     # MoCo v2 on CIFAR-10 (ResNet-18, queue 4096, m = 0.99, SGD lr 0.06, wd 5e-4, 200 epochs).
     "full": dict(
@@ -120,6 +122,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         consistency_queries=20000,
         consistency_top_fraction=0.05,
         device="auto",
+        precision="auto",
     ),
 }
 
@@ -154,6 +157,7 @@ class DifficultyParams:
     consistency_queries: int
     consistency_top_fraction: float
     device: str
+    precision: str
     data_root: str | None = None
     results_dir: str = "results"
 
@@ -247,6 +251,7 @@ class DifficultyParams:
             lr=self.lr,
             weight_decay=self.weight_decay,
             device=self.device,
+            precision=self.precision,
             warmup_epochs=min(10.0, self.epochs / 20) if self.profile == "full" else 0.0,
         )
 

@@ -52,6 +52,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         latent_modes=("mask",),
         latent_epochs=3,
         device="auto",
+        precision="auto",
     ),
     "book": dict(
         dataset="fashion-mnist",
@@ -77,6 +78,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         latent_modes=("mask",),
         latent_epochs=10,
         device="auto",
+        precision="auto",
     ),
     # Nozawa & Sato's CIFAR-10 setting (ResNet-18, t = 0.5, K + 1 = 32 ... 512); 500 epochs in
     # the paper, 200 here by default (override with -p epochs 500).
@@ -104,6 +106,7 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         latent_modes=("batch", "mask"),
         latent_epochs=50,
         device="auto",
+        precision="auto",
     ),
 }
 
@@ -136,6 +139,7 @@ class KScanParams:
     latent_modes: tuple[str, ...]
     latent_epochs: int
     device: str
+    precision: str
     data_root: str | None = None
     results_dir: str = "results"
 
@@ -189,6 +193,7 @@ class KScanParams:
             temperature=self.temperature,
             strength=self.strength,
             device=self.device,
+            precision=self.precision,
             warmup_epochs=min(10.0, self.epochs / 10) if self.profile == "full" else 0.0,
         )
 
