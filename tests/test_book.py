@@ -18,6 +18,7 @@ from negatives.book import (
     BookBuildError,
     Chapter,
     build,
+    hardware_table,
     main,
     parse_params,
     read_toc,
@@ -182,6 +183,9 @@ def test_smoke_book_loads_nothing_from_the_network(smoke_book: Path) -> None:
             ).resolve(), f"{path.relative_to(html)}: MathJax from {src}"
     intro, _ = _parse(html / "book" / "intro.html")  # the intro has formulas
     assert any("_static/mathjax/tex-chtml.js" in s for s in intro.script_srcs)
+    # the stylesheet that lets wide display equations scroll inside their box
+    assert any("_static/negatives.css" in h for h in intro.link_hrefs)
+    assert "overflow-x: auto" in (html / "_static" / "negatives.css").read_text()
 
 
 @pytest.mark.slow
@@ -299,3 +303,13 @@ def test_timings_table_orders_by_start(tmp_path: Path) -> None:
     assert list(table["notebook"]) == ["early", "late"]
     assert list(table["seconds"]) == [5.0, 2.0]
     assert timings_table(tmp_path / "absent.json").empty
+
+
+def test_hardware_table_names_the_precision_that_auto_picks(monkeypatch) -> None:
+    from negatives import config as cfg
+
+    item = "training precision (precision='auto')"
+    monkeypatch.setattr(cfg, "native_bf16", lambda device: False)
+    assert hardware_table().set_index("item").loc[item, "value"].startswith("float32")
+    monkeypatch.setattr(cfg, "native_bf16", lambda device: True)
+    assert hardware_table().set_index("item").loc[item, "value"].startswith("bf16")

@@ -415,8 +415,20 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _auto_precision() -> str:
+    """What ``precision='auto'`` resolves to on the default device, and why."""
+    from negatives.config import resolve_device, resolve_precision
+
+    device = resolve_device("auto")
+    precision = resolve_precision("auto", device)
+    if precision == "bf16":
+        return f"bf16 autocast of the encoders ({device} has native bfloat16); losses in float32"
+    return f"float32 ({device} has no native bfloat16)"
+
+
 def hardware_table() -> pd.DataFrame:
-    """CPU model and cores, memory, GPU (or none), as the kernel that ran the page saw them."""
+    """CPU model and cores, memory, GPU (or none), and the training precision that ``auto``
+    picks, as the kernel that ran the page saw them."""
     import pandas as pd
     import torch
 
@@ -439,6 +451,7 @@ def hardware_table() -> pd.DataFrame:
         ("memory", ram),
         ("GPU", gpu),
         ("CUDA", cuda),
+        ("training precision (precision='auto')", _auto_precision()),
     ]
     return pd.DataFrame(rows, columns=["item", "value"])
 

@@ -529,7 +529,8 @@ def run(
 ) -> Run:
     """Train ``config`` on ``data`` unless its finished result is cached; resume if interrupted."""
     store = store or runs.RunStore()
-    run_id = runs.config_hash(config, data.fingerprint, execution=execution(config))
+    how = execution(config)
+    run_id = runs.config_hash(config, data.fingerprint, execution=how)
     run_dir = store.run_dir(run_id)
     result = store.result(run_id)
     if result is None:
@@ -539,7 +540,7 @@ def run(
                 "config": config,
                 "data": data.fingerprint,
                 "dataset": data.name,
-                "execution": execution(config),
+                "execution": how,
             },
         )
         out = train(config, data, checkpoint=run_dir / "checkpoint.pt", progress=progress)
@@ -565,7 +566,7 @@ def run(
             "seconds": out.seconds,
             "images_per_second": out.images_per_second,
             "environment": runs.environment(out.device),
-            "execution": execution(config),
+            "execution": how,
         }
         runs.write_json(run_dir / "result.json", result)
         result = store.result(run_id)
