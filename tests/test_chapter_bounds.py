@@ -37,6 +37,8 @@ def test_params_from_profile_defaults_and_overrides() -> None:
     assert {"num_negatives", "num_passes", "num_augmentations", "results_dir"} <= set(
         table["parameter"]
     )
+    # an unset data_root reads "None", not pandas' "nan"
+    assert table.set_index("parameter").loc["data_root", "value"] == "None"
 
 
 def test_params_share_the_kscan_configs() -> None:

@@ -422,8 +422,8 @@ def _auto_precision() -> str:
     device = resolve_device("auto")
     precision = resolve_precision("auto", device)
     if precision == "bf16":
-        return f"bf16 autocast of the encoders ({device} has native bfloat16); losses in float32"
-    return f"float32 ({device} has no native bfloat16)"
+        return f"bf16 autocast, native on {device}"
+    return f"float32, no native bf16 on {device}"
 
 
 def hardware_table() -> pd.DataFrame:

@@ -177,11 +177,12 @@ class BoundsParams:
 
 def params_table(params: BoundsParams) -> pd.DataFrame:
     """The resolved parameters, K-scan's and the chapter's, as a two-column table."""
-    rows = [(f.name, getattr(params.scan, f.name)) for f in dataclasses.fields(params.scan)]
-    rows += [
-        (name, getattr(params, name)) for name in ("num_passes", "num_augmentations", "eval_seed")
+    own = [
+        (name, str(getattr(params, name)))
+        for name in ("num_passes", "num_augmentations", "eval_seed")
     ]
-    return pd.DataFrame(rows, columns=["parameter", "value"]).astype(str)
+    table = kscan.params_table(params.scan)
+    return pd.concat([table, pd.DataFrame(own, columns=table.columns)], ignore_index=True)
 
 
 # ---------------------------------------------------------------------------------------------

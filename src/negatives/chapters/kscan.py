@@ -276,7 +276,8 @@ def run_scan(
 
 def params_table(params: Any) -> pd.DataFrame:
     """A chapter's resolved parameters as a two-column table (for the book)."""
+    # str() per value: pandas' astype(str) would print None as "nan"
     return pd.DataFrame(
-        [(f.name, getattr(params, f.name)) for f in dataclasses.fields(params)],
+        [(f.name, str(getattr(params, f.name))) for f in dataclasses.fields(params)],
         columns=["parameter", "value"],
-    ).astype(str)
+    )
