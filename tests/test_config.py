@@ -13,6 +13,16 @@ def test_merge_profile_takes_overrides_and_parses_lists_given_as_text() -> None:
     assert cfg.merge_profile("smoke", TABLE, {"ks": "5,6"})["ks"] == ["5", "6"]
 
 
+def test_merge_profile_passthrough_names_are_returned_only_when_set() -> None:
+    keep = ("data_root",)
+    out = cfg.merge_profile("book", TABLE, {"data_root": None, "lr": 0.2}, passthrough=keep)
+    assert out == {"ks": (1, 2), "lr": 0.2, "name": "a"}
+    out = cfg.merge_profile("book", TABLE, {"data_root": "/d"}, passthrough=keep)
+    assert out["data_root"] == "/d"
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['results_dir'\]"):
+        cfg.merge_profile("book", TABLE, {"results_dir": "r"}, passthrough=keep)
+
+
 @pytest.mark.parametrize(
     "profile, overrides, match",
     [

@@ -127,22 +127,29 @@ def resolve_precision(precision: str, device: str) -> str:
 
 
 def merge_profile(
-    profile: Any, defaults: dict[str, dict[str, Any]], overrides: dict[str, Any]
+    profile: Any,
+    defaults: dict[str, dict[str, Any]],
+    overrides: dict[str, Any],
+    *,
+    passthrough: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """A profile's defaults with the non-``None`` overrides on top.
 
     An override that names no field of the profile table is refused (a typo in ``-p name value``
-    must not be ignored silently).
+    must not be ignored silently). Names in ``passthrough`` (fields with one default for every
+    profile, such as ``data_root``) are accepted beside the table and returned only when set.
     """
     profile = check_profile(profile)
     values = dict(defaults[profile])
-    unknown = sorted(set(overrides) - set(values))
+    unknown = sorted(set(overrides) - set(values) - set(passthrough))
     if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown}; allowed: {sorted(values)}")
+        raise ValueError(
+            f"unknown parameter(s) {unknown}; allowed: {sorted(set(values) | set(passthrough))}"
+        )
     for key, value in overrides.items():
         if value is None:
             continue
-        if isinstance(value, str) and isinstance(values[key], tuple | list):
+        if key in values and isinstance(value, str) and isinstance(values[key], tuple | list):
             value = parse_list(key, value)
         values[key] = value
     return values

@@ -164,9 +164,10 @@ class DifficultyParams:
     @classmethod
     def from_profile(cls, profile: str = "book", **overrides: Any) -> DifficultyParams:
         """The profile's defaults with the non-``None`` overrides on top (unknown names refused)."""
-        extra = {k: overrides.pop(k) for k in ("data_root", "results_dir") if k in overrides}
-        values = cfg.merge_profile(profile, PROFILE_DEFAULTS, overrides)
-        return cls(profile=profile, **values, **{k: v for k, v in extra.items() if v is not None})
+        values = cfg.merge_profile(
+            profile, PROFILE_DEFAULTS, overrides, passthrough=("data_root", "results_dir")
+        )
+        return cls(profile=profile, **values)
 
     def __post_init__(self) -> None:
         # latent-class vectors have no views to augment: instance discrimination needs images

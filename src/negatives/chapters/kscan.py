@@ -145,9 +145,10 @@ class KScanParams:
 
     @classmethod
     def from_profile(cls, profile: str = "book", **overrides: Any) -> KScanParams:
-        extra = {k: overrides.pop(k) for k in ("data_root", "results_dir") if k in overrides}
-        values = cfg.merge_profile(profile, PROFILE_DEFAULTS, overrides)
-        return cls(profile=profile, **values, **{k: v for k, v in extra.items() if v is not None})
+        values = cfg.merge_profile(
+            profile, PROFILE_DEFAULTS, overrides, passthrough=("data_root", "results_dir")
+        )
+        return cls(profile=profile, **values)
 
     def __post_init__(self) -> None:
         from negatives.data import DATASETS
