@@ -211,6 +211,24 @@ def bench_model_only(
     }
 
 
+def _cpu_name() -> str:
+    """The CPU's model name and its bf16 features (they decide what bf16 autocast buys)."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    bf16 = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name}{' (' + ', '.join(bf16) + ')' if bf16 else ''}"
+
+
 def _memory(device: str) -> dict:
     if device == "cuda":
         return {
@@ -324,7 +342,7 @@ def main(argv: list[str] | None = None) -> dict:
     hw = (
         torch.cuda.get_device_name()
         if device == "cuda"
-        else f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
+        else f"{_cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
     )
     summary = {}
     for v in variants:
