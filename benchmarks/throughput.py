@@ -14,6 +14,7 @@ bf16 autocast as ours. The speed-up is against the fastest reference variant in 
 
     python benchmarks/throughput.py                     # small CNN, 28x28 Fashion-MNIST, CPU
     python benchmarks/throughput.py --device cuda --arch resnet18-cifar --dataset cifar10 --data-root /data
+    python benchmarks/throughput.py --device cuda --arch resnet18-cifar --synthetic   # no CIFAR files
 
 Prints a table (markdown) and, with ``--json PATH``, writes the numbers.
 """
@@ -39,6 +40,7 @@ from torchvision import transforms
 
 from negatives import augment
 from negatives.config import resolve_device, resolve_precision
+from negatives.data import Dataset as Dataset_
 from negatives.data import load_dataset
 from negatives.losses import nt_xent
 from negatives.models import build_model
@@ -256,10 +258,29 @@ def _variants(workers: list[int], native_bf16: bool) -> list[dict]:
     return out
 
 
+def synthetic_data(n: int, channels: int = 3, size: int = 32, seed: int = 0) -> Dataset_:
+    """Random uint8 images of CIFAR's shape, for timing where no CIFAR files exist."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, channels, size, size), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    return Dataset_(
+        name=f"synthetic-{channels}x{size}x{size}",
+        train_images=images,
+        train_labels=labels,
+        test_images=images[:0],
+        test_labels=labels[:0],
+        classes=tuple(str(c) for c in range(10)),
+        fingerprint=f"synthetic-{seed}",
+    )
+
+
 def _measure(args: argparse.Namespace, variant: dict) -> dict:
     device = resolve_device(args.device)
     need = (args.steps + args.warmup) * args.batch_size
-    data = load_dataset(args.dataset, args.data_root, train_size=need)
+    if args.synthetic:
+        data = synthetic_data(need)
+    else:
+        data = load_dataset(args.dataset, args.data_root, train_size=need)
     config = TrainConfig(
         method="simclr",
         arch=args.arch,
@@ -305,6 +326,11 @@ def main(argv: list[str] | None = None) -> dict:
         help="DataLoader worker counts of the reference loop, comma-separated",
     )
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="random 3x32x32 images (CIFAR's shape) instead of --dataset, e.g. with no CIFAR files",
+    )
     p.add_argument("--json", default=None)
     p.add_argument("--variant", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -360,7 +386,8 @@ def main(argv: list[str] | None = None) -> dict:
     best_ref = max(refs, key=lambda k: summary[k]["median"])
     speedup = summary["ours"]["median"] / summary[best_ref]["median"]
     print(
-        f"\nSimCLR training throughput: {args.arch}, {args.dataset}, batch {args.batch_size}, "
+        f"\nSimCLR training throughput: {args.arch}, "
+        f"{'synthetic 3x32x32' if args.synthetic else args.dataset}, batch {args.batch_size}, "
         f"device {device} ({hw}), torch {torch.__version__}; "
         f"{args.repeats} interleaved measurements of {args.steps} steps per loop\n"
     )

@@ -236,6 +236,7 @@ def test_errors() -> None:
         apply_view(x, ViewParams.identity(3))
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_cuda_generator_matches_device() -> None:
     x = _images(64, 3, 32, 32).cuda()

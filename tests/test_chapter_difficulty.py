@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from scipy import stats as scipy_stats
 from torch import nn
 
+from negatives import verdicts as vd
 from negatives.chapters import difficulty as D
 from negatives.runs import RunStore
 from negatives.train import RANK_BIN_EDGES
@@ -21,10 +22,18 @@ from negatives.train import RANK_BIN_EDGES
     "kwargs, name",
     [
         (dict(profile="huge"), "profile"),
-        (dict(temperatures=[-0.1]), "temperatures"),
-        (dict(temperatures=[]), "temperatures"),
-        (dict(temperatures=[0.2, 0.2]), "temperatures"),
-        (dict(temperatures="hot"), "temperatures"),
+        (dict(main_conditions=[["all", -0.1]]), "main_conditions"),
+        (dict(main_conditions=[]), "main_conditions"),
+        (dict(main_conditions=[["all", 0.2], ["all", 0.2]]), "main_conditions"),
+        (dict(main_conditions="hot"), "main_conditions"),
+        (dict(main_conditions=[["hardest 5%", 0.2]]), "main_conditions"),
+        (dict(main_conditions=[["best", 0.2]]), "main_conditions"),
+        (dict(main_conditions=[["all"]]), "main_conditions"),
+        (dict(main_conditions=[["all", 0.2, 0]]), r"main_conditions\[0\]\[2\]"),
+        (dict(main_conditions=[["all", 0.2, 2], ["hardest 5%", 0.2, 3]]), "at least as many"),
+        (dict(extra_seeds=-1), "extra_seeds"),
+        (dict(probe_train_size=0), "probe_train_size"),
+        (dict(bn_groups=0), "bn_groups"),
         (dict(fine_bands=[[0.5, 0.1]]), "fine_bands"),
         (dict(fine_bands=[[0.0, 1.5]]), "fine_bands"),
         (dict(fine_bands=[[0.1]]), "fine_bands"),
@@ -45,15 +54,36 @@ def test_bad_parameters_name_the_parameter(kwargs, name) -> None:
 
 
 def test_none_means_profile_default_and_fine_temperature_defaults_to_highest() -> None:
-    P = D.DifficultyParams.from_profile("smoke", epochs=None, temperatures=[0.5, 0.1])
+    P = D.DifficultyParams.from_profile(
+        "smoke", epochs=None, main_conditions=[["all", 0.5], ["all", 0.1]]
+    )
     assert P.epochs == D.PROFILE_DEFAULTS["smoke"]["epochs"]
     assert P.temperatures == (0.5, 0.1)
     assert P.fine_temperature == 0.5
+    # a list given as text, as papermill -p passes it
+    Q = D.DifficultyParams.from_profile("smoke", main_conditions='[["all", 0.2]]')
+    assert Q.main_conditions == (("all", 0.2, Q.seeds),)
     assert D.DifficultyParams.from_profile("smoke", results_dir=None).results_dir == "results"
 
 
+def test_a_condition_can_have_its_own_seeds() -> None:
+    P = D.DifficultyParams.from_profile(
+        "smoke",
+        seeds=2,
+        main_conditions=[["all", 0.2, 4], ["hardest 5%", 0.2, 4], ["easiest 95%", 0.2]],
+    )
+    main = [c for c in P.conditions() if c["group"] == "main"]
+    seeds = {name: sorted(c["seed"] for c in main if c["condition"] == name) for name in
+             ("all", "hardest 5%", "easiest 95%")}  # fmt: skip
+    assert seeds == {"all": [0, 1, 2, 3], "hardest 5%": [0, 1, 2, 3], "easiest 95%": [0, 1]}
+    # the book's design: more seeds where the claims at T = 0.2 need them
+    book = D.DifficultyParams.from_profile("book")
+    assert {(c, t): n for c, t, n in book.main_conditions}[("hardest 5%", 0.2)] > book.seeds
+
+
 def test_conditions_counts_and_regimes() -> None:
-    P = D.DifficultyParams.from_profile("smoke", seeds=3, temperatures=[0.07, 0.2])
+    P = D.DifficultyParams.from_profile("smoke", seeds=3)
+    assert P.temperatures == (0.07, 0.2)
     conds = P.conditions()
     n_fine = len(P.fine_bands)
     assert len(conds) == 3 * (4 * 2 + n_fine + 1 + 1)
@@ -81,6 +111,25 @@ def test_conditions_counts_and_regimes() -> None:
     # every (group, condition, temperature, seed) is one distinct run, except that a fine band
     # equal to a main band would share its run: none does here
     assert len({c["config"] for c in conds}) == len(conds)
+    # fewer seeds for our own analyses, and none at all
+    fewer = D.DifficultyParams.from_profile("smoke", seeds=3, extra_seeds=1).conditions()
+    assert len(fewer) == 3 * 4 * 2 + (n_fine + 2)
+    assert len(D.DifficultyParams.from_profile("smoke", extra_seeds=0).conditions()) == 2 * 8
+    # a reduced design: the 0.1% conditions only at the low temperature
+    some = D.DifficultyParams.from_profile(
+        "smoke",
+        main_conditions=[
+            ["all", 0.2],
+            ["hardest 5%", 0.2],
+            ["all", 0.07],
+            ["all but hardest 0.1%", 0.07],
+        ],
+        extra_seeds=0,
+        seeds=1,
+    )
+    assert [(c["condition"], c["temperature"]) for c in some.conditions()] == [
+        ("all", 0.2), ("hardest 5%", 0.2), ("all", 0.07), ("all but hardest 0.1%", 0.07)
+    ]  # fmt: skip
 
 
 # -- summary and verdicts --------------------------------------------------------------------
@@ -135,17 +184,6 @@ def _summary(rows: list[tuple[str, float, float, float, float]]) -> pd.DataFrame
     )
 
 
-def test_decide_rule() -> None:
-    assert D.decide(-0.5, 0.2, -0.7, "above") == D.REPRODUCED
-    assert D.decide(-2.0, -0.8, -0.7, "above") == D.NOT_REPRODUCED
-    assert D.decide(-1.0, 0.2, -0.7, "above") == D.INCONCLUSIVE
-    assert D.decide(-3.0, -1.0, -0.7, "below") == D.REPRODUCED
-    assert D.decide(-0.6, 1.0, -0.7, "below") == D.NOT_REPRODUCED
-    assert D.decide(math.nan, math.nan, 0.0, "above") == D.INCONCLUSIVE
-    with pytest.raises(ValueError, match="side"):
-        D.decide(0.0, 1.0, 0.0, "left")
-
-
 def test_verdicts_on_synthetic_summaries() -> None:
     summary = _summary(
         [
@@ -173,23 +211,26 @@ def test_verdicts_on_synthetic_summaries() -> None:
         ]
     )
     v = D.verdicts(summary, same, cons)
-    got = {(r["claim"], r["temperature"]): r["verdict"] for _, r in v.iterrows()}
-    assert got[("hardest 5% are sufficient", 0.07)] == D.REPRODUCED
-    assert got[("hardest 5% are sufficient", 0.2)] == D.NOT_REPRODUCED
-    assert got[("easiest 95% are insufficient", 0.07)] == D.NOT_REPRODUCED
-    assert got[("easiest 95% are insufficient", 0.2)] == D.REPRODUCED
-    assert got[("hardest 0.1% are unnecessary", 0.07)] == D.INCONCLUSIVE
-    assert got[("hardest 0.1% are unnecessary", 0.2)] == D.INCONCLUSIVE
+    got = {(r["claim"], r["setting"]): r["verdict"] for _, r in v.iterrows()}
+    assert got[("hardest 5% are sufficient", "T = 0.07")] == vd.REPRODUCED
+    assert got[("hardest 5% are sufficient", "T = 0.2")] == vd.NOT_REPRODUCED
+    assert got[("easiest 95% are insufficient", "T = 0.07")] == vd.NOT_REPRODUCED
+    assert got[("easiest 95% are insufficient", "T = 0.2")] == vd.REPRODUCED
+    assert got[("hardest 0.1% are unnecessary", "T = 0.07")] == vd.INCONCLUSIVE
+    assert got[("hardest 0.1% are unnecessary", "T = 0.2")] == vd.INCONCLUSIVE
     # "helps at low temperature" is judged at the lowest temperature only, against 0
     helps = v[v["claim"].str.startswith("removing")]
-    assert list(helps["temperature"]) == [0.07] and helps["verdict"].iloc[0] == D.INCONCLUSIVE
-    assert got[("hard negatives are more often same-class", 0.2)] == D.REPRODUCED
-    assert got[("some negatives are consistently hard or easy", 0.2)] == D.INCONCLUSIVE
-    assert set(v.columns) >= {"claim", "paper", "ours", "verdict", "rule"}
+    assert list(helps["setting"]) == ["T = 0.07"] and helps["verdict"].iloc[0] == vd.INCONCLUSIVE
+    assert got[("hard negatives are more often same-class", "T = 0.2")] == vd.REPRODUCED
+    assert got[("some negatives are consistently hard", "T = 0.2")] == vd.INCONCLUSIVE
+    assert list(v.columns) == list(vd.COLUMNS)
     # a larger margin turns the hardest-5% case at T = 0.2 around
     v9 = D.verdicts(summary, margin=5.0)
-    row = v9[(v9["claim"] == "hardest 5% are sufficient") & (v9["temperature"] == 0.2)]
-    assert row["verdict"].iloc[0] == D.REPRODUCED
+    row = v9[(v9["claim"] == "hardest 5% are sufficient") & (v9["setting"] == "T = 0.2")]
+    assert row["verdict"].iloc[0] == vd.REPRODUCED
+    # a condition that was not trained gives no row
+    fewer = D.verdicts(summary[summary["condition"] != "easiest 95%"])
+    assert not fewer["claim"].str.startswith("easiest").any()
 
 
 # -- same-class analysis ---------------------------------------------------------------------
@@ -318,7 +359,7 @@ def test_run_conditions_end_to_end(tmp_path, one_thread) -> None:
         batch_size=64,
         queue_size=128,
         width=8,
-        temperatures=[0.2],
+        main_conditions=[[c, 0.2] for c in D.MAIN_BANDS],
         seeds=1,
         fine_bands=[],
         consistency_keys=50,
@@ -328,15 +369,19 @@ def test_run_conditions_end_to_end(tmp_path, one_thread) -> None:
     )
     store = RunStore(tmp_path)
     data = P.load_data()
-    runs_, df = D.run_conditions(P, store, data, progress=False)
+    runs_, df = D.run_conditions(P, store, data, probe_data=data, progress=False)
     assert len(runs_) == len(df) == 4 + 1 + 1
     assert df["linear_accuracy"].between(0, 100).all()
     oracle = df[df["group"] == "oracle"]
     assert (oracle["same_class_kept"] == 0).all()
     hard = df[df["condition"] == "hardest 5%"]
     assert hard["negatives_used"].iloc[0] <= math.ceil(0.05 * 128)
+    assert (df["num_test"] == 100).all() and df["linear_correct"].map(type).eq(str).all()
     summary = D.summarize_conditions(df)
     assert len(summary) == 6
+    assert summary["se"].between(0, 10).all()
+    ref = summary.set_index("condition").loc["all"]
+    assert ref["diff_test_low"] == ref["diff_test_high"] == 0.0  # all vs itself
     rank = D.same_class_by_rank(runs_, df)
     assert len(rank) == len(RANK_BIN_EDGES) - 1  # one run, one epoch
     cons = D.run_consistency(P, runs_, df, data)
@@ -346,9 +391,9 @@ def test_run_conditions_end_to_end(tmp_path, one_thread) -> None:
         D.same_class_summary(rank, D.base_rate(data.train_labels)),
         D.consistency_summary(cons),
     )
-    assert (v["verdict"] == D.INCONCLUSIVE).all()  # one seed gives no interval
+    assert (v["verdict"] == vd.INCONCLUSIVE).all()  # one seed gives no interval
     # the second call reuses every cached run and evaluation
-    _, df2 = D.run_conditions(P, store, data, progress=False)
+    _, df2 = D.run_conditions(P, store, data, probe_data=data, progress=False)
     pd.testing.assert_frame_equal(df, df2)
     base = D.run_baselines(P, data, store)
     assert len(base) == 2 and base["linear_accuracy"].between(0, 100).all()

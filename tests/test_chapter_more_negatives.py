@@ -10,8 +10,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import stats as sps
 
+from negatives import probes
+from negatives import verdicts as vd
 from negatives.chapters import bounds
 from negatives.chapters import more_negatives as mn
 
@@ -175,13 +178,26 @@ def test_finite_sample_verdicts_one_row_per_data_mode_metric() -> None:
     )
     v = mn.finite_sample_verdicts(rows, margin=1.0)
     assert len(v) == 3 * len(mn.METRICS)
-    table = mn.verdict_table(v)
-    assert list(table.columns) == ["claim", "evidence", "verdict"]
+    table = vd.verdict_table(v)
+    assert set(table["claim"]) == {"accuracy does not degrade with K"}
     # identical accuracies: difference exactly 0 with a zero-width interval -> reproduced
-    latent = table[table["claim"].str.contains("latent-class model")]
-    assert set(latent["verdict"]) == {"reproduced"}
-    masked = table[table["claim"].str.contains("image") & table["claim"].str.contains("subset")]
-    assert set(masked["verdict"]) == {"not reproduced"}
+    latent = table[table["setting"].str.contains("toy") & table["setting"].str.contains("K = 31")]
+    assert len(latent) == len(mn.METRICS) and set(latent["verdict"]) == {"reproduced"}
+    masked = table[
+        table["setting"].str.contains("subset") & table["setting"].str.contains("K = 15")
+    ]
+    assert len(masked) == len(mn.METRICS) and set(masked["verdict"]) == {"not reproduced"}
+
+
+def test_k_comparison_reports_the_test_sets_own_interval() -> None:
+    rng = np.random.default_rng(0)
+    rows = scan_table({("mask", 3): [0.8, 0.8], ("mask", 15): [0.8, 0.8]})
+    packs = [probes.pack_correct(torch.from_numpy(rng.random(500) < 0.8)) for _ in range(4)]
+    rows = rows.assign(linear_correct=packs, num_test=500)
+    c = mn.k_comparison(rows, "linear_accuracy").iloc[0]
+    assert c["best_test_low"] < 0 < c["best_test_high"]  # independent vectors: about 0
+    v = mn.finite_sample_verdicts(rows, metrics=["linear_accuracy"])
+    assert v[0]["test_set"].startswith("[")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,24 +230,15 @@ def population_table(flat: bool) -> pd.DataFrame:
 
 def test_population_verdicts_on_synthetic_scans() -> None:
     rows = mn.population_verdicts(population_table(True), population_table(True).iloc[:0])
-    table = mn.verdict_table(rows)
-    assert len(table) == 5
+    table = vd.verdict_table(rows)
+    assert len(table) == 6
     assert set(table["verdict"]) == {"reproduced"}
-    degrading = mn.verdict_table(
+    assert (table["low"] == table["high"]).all()  # exact computations: the point is the interval
+    degrading = vd.verdict_table(
         mn.population_verdicts(population_table(False), population_table(False).iloc[:0])
     )
-    flat_claim = degrading[degrading["claim"].str.startswith("Uniform classes: the downstream")]
+    flat_claim = degrading[degrading["claim"].str.startswith("the optimum does not degrade")]
     assert flat_claim["verdict"].iloc[0] == "not reproduced"
-
-
-def test_verdict_table_rejects_bad_rows() -> None:
-    with pytest.raises(ValueError, match="verdict"):
-        mn.verdict_table([("a", "b", "maybe")])
-    with pytest.raises(ValueError, match="lacks"):
-        mn.verdict_table([{"claim": "a", "verdict": "reproduced"}])
-    with pytest.raises(ValueError, match=r"rows\[0\]"):
-        mn.verdict_table([("a", "b")])
-    t = mn.verdict_table(
-        [("a", "b", "inconclusive"), {"claim": "c", "evidence": "d", "verdict": "reproduced"}]
-    )
-    assert t["verdict"].tolist() == ["inconclusive", "reproduced"]
+    one_start = population_table(True).assign(restarts=1)
+    last = mn.population_verdicts(one_start, one_start.iloc[:0])[-1]
+    assert last["verdict"] == "inconclusive"

@@ -248,3 +248,23 @@ def test_same_class_fraction_matches_loop() -> None:
     assert unmasked.tolist() == pytest.approx((negs == q[:, None]).float().mean(1).tolist())
     with pytest.raises(ValueError, match="mask"):
         same_class_fraction(q, negs, mask[:, :3])
+
+
+@pytest.mark.parametrize(
+    "low, high", [(0.0, 0.05), (0.05, 1.0), (0.001, 1.0), (0.01, 0.1), (0.0, 0.2)]
+)
+def test_partial_sort_path_equals_the_full_sort(monkeypatch, low: float, high: float) -> None:
+    from negatives import filters
+
+    g = torch.Generator().manual_seed(7)
+    sims = torch.randint(-20, 21, (64, 400), generator=g).float() / 10  # many ties
+    valid = torch.rand(64, 400, generator=g) < 0.97
+    valid[0] = False  # a row without valid entries
+    valid[1, :3] = True
+    valid[1, 3:] = False  # a row with three
+    monkeypatch.setattr(filters, "FAST_PATH_FRACTION", 1)  # partial sort whenever it applies
+    fast = filters.band_mask(sims, low, high, valid=valid)
+    monkeypatch.setattr(filters, "FAST_PATH_FRACTION", 10**9)  # always the full sort
+    full = filters.band_mask(sims, low, high, valid=valid)
+    assert torch.equal(fast, full)
+    assert torch.equal(fast, torch.tensor(naive_band_mask(sims, low, high, valid)))

@@ -238,3 +238,26 @@ def test_nt_xent_errors() -> None:
         nt_xent(z, z, 0.5, neg_mask=torch.ones(3, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="neg_mask"):
         nt_xent(z, z, 0.5, neg_mask=torch.ones(3, 3))
+
+
+def test_masked_logsumexp_equals_minus_inf_masking_with_its_gradient() -> None:
+    from negatives.losses import masked_logsumexp
+
+    g = torch.Generator().manual_seed(3)
+    logits = (30 * torch.randn(6, 40, generator=g, dtype=torch.float64)).requires_grad_()
+    keep = torch.rand(6, 40, generator=g) < 0.3
+    keep[:, 0] = True
+    keep[0] = False
+    keep[0, 5] = True  # one kept entry
+    keep[1, 1:] = False
+    keep[1, 0] = True
+    # masked entries far above the kept ones must not overflow (exp(200) * 0 would be nan)
+    with torch.no_grad():
+        logits[2] = torch.where(keep[2], logits[2], logits[2] + 500.0)
+    got = masked_logsumexp(logits, keep)
+    expected = torch.logsumexp(logits.masked_fill(~keep, float("-inf")), dim=1)
+    torch.testing.assert_close(got, expected)
+    (g1,) = torch.autograd.grad(got.sum(), logits)
+    (g2,) = torch.autograd.grad(expected.sum(), logits)
+    torch.testing.assert_close(g1, g2)
+    assert (g1[~keep] == 0).all() and torch.isfinite(g1).all()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -133,3 +135,79 @@ def test_errors_name_the_parameter() -> None:
         build_model("mlp", 1, 8, proj_hidden=-1)
     with pytest.raises(ValueError, match="out_dim"):
         ContrastiveModel(nn.Linear(3, 3), 8, 4)
+
+
+# -- MoCo's shuffle-BN on one device -----------------------------------------------------------
+
+
+def _group_bn(x: torch.Tensor, groups: int, weight, bias, eps: float = 1e-5) -> torch.Tensor:
+    """The naive definition: normalise each block of consecutive samples by its own stats."""
+    out = []
+    for chunk in x.tensor_split(groups, dim=0):
+        dims = [0] + list(range(2, x.dim()))
+        mean = chunk.mean(dims, keepdim=True)
+        var = chunk.var(dims, unbiased=False, keepdim=True)
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        out.append((chunk - mean) / torch.sqrt(var + eps) * weight.view(shape) + bias.view(shape))
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize(
+    "shape, channels_last",
+    [
+        ((32, 5), False),
+        ((32, 3, 6), False),
+        ((32, 4, 5, 5), False),
+        ((32, 4, 5, 5), True),
+        ((30, 4, 3, 3), True),
+    ],  # 30 = uneven groups of 8 and 7
+)
+def test_split_batchnorm_matches_per_group_normalisation(shape, channels_last) -> None:
+    from negatives.models import SplitBatchNorm
+
+    g = torch.Generator().manual_seed(0)
+    x = 2 * torch.randn(*shape, generator=g) + 1
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    bn = SplitBatchNorm(shape[1], groups=4).train()
+    with torch.no_grad():
+        bn.weight.normal_(generator=g)
+        bn.bias.normal_(generator=g)
+    y = bn(x)
+    expected = _group_bn(x, 4, bn.weight, bn.bias)
+    torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-5)
+    if channels_last:
+        assert y.is_contiguous(memory_format=torch.channels_last)
+    # gradients agree with the naive definition too
+    w = torch.randn(y.shape, generator=g)
+    (gx,) = torch.autograd.grad((y * w).sum(), x)
+    (ex,) = torch.autograd.grad((expected * w).sum(), x)
+    torch.testing.assert_close(gx, ex, rtol=1e-3, atol=1e-4)
+    # running statistics: the mean over groups of each group's batch statistics (momentum 0.1)
+    dims = [0] + list(range(2, x.dim()))
+    chunks = x.detach().tensor_split(4, dim=0)
+    mean = torch.stack([c.mean(dims) for c in chunks]).mean(0)
+    var = torch.stack([c.var(dims, unbiased=True) for c in chunks]).mean(0)
+    torch.testing.assert_close(bn.running_mean, 0.1 * mean, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(bn.running_var, 0.9 + 0.1 * var, rtol=1e-4, atol=1e-6)
+
+
+def test_split_batchnorm_is_batchnorm_in_eval_and_keeps_state_dict_names() -> None:
+    from negatives.models import SplitBatchNorm, split_batchnorm
+
+    torch.manual_seed(0)
+    plain = build_model("cnn-small", 1, 8, width=4, proj_hidden=8, proj_dim=4)
+    split = split_batchnorm(copy.deepcopy(plain), 2)
+    assert sum(isinstance(m, SplitBatchNorm) for m in split.modules()) == 5
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in split.modules())
+    assert list(split.state_dict()) == list(plain.state_dict())
+    x = torch.randn(16, 1, 8, 8)
+    plain.eval(), split.eval()
+    torch.testing.assert_close(split(x)[1], plain(x)[1])
+    # groups == 1 trains exactly as nn.BatchNorm does
+    one = split_batchnorm(copy.deepcopy(plain), 1).train()
+    plain.train()
+    torch.testing.assert_close(one(x)[1], plain(x)[1])
+    with pytest.raises(ValueError, match="groups"):
+        SplitBatchNorm(4, groups=8).train()(torch.randn(10, 4))

@@ -208,3 +208,125 @@ def test_run_identity_includes_the_resolved_precision_and_threads(
         torch.set_num_threads(before)
     ids = {fp32_one.run_id, fp32_two.run_id, bf16_one.run_id}
     assert len(ids) == 3  # a cached result is only reused under the same arithmetic
+
+
+# -- MoCo's shuffle-BN -------------------------------------------------------------------------
+
+
+def test_a_querys_key_is_normalised_with_other_samples_than_its_query() -> None:
+    from negatives.models import SplitBatchNorm
+    from negatives.train import shuffled_keys, stream_generator
+
+    b, groups = 64, 8
+    x = torch.randn(b, 5, generator=torch.Generator().manual_seed(0)) * 3
+    bn = SplitBatchNorm(5, groups).train()
+    q = bn(x)  # query: groups of consecutive samples, sample i in block i // 8
+    k = shuffled_keys(bn, x, groups, stream_generator(0, "shuffle"))
+    # the permutation the key pass used, drawn again from the same stream
+    perm = torch.randperm(b, generator=stream_generator(0, "shuffle"))
+    size = b // groups
+    query_group = {i: set(range(i // size * size, (i // size + 1) * size)) for i in range(b)}
+    position = {int(s): t for t, s in enumerate(perm)}  # sample -> row in the shuffled batch
+    key_group = {
+        i: {int(s) for s in perm[position[i] // size * size : (position[i] // size + 1) * size]}
+        for i in range(b)
+    }
+    for i in range(b):
+        members = sorted(key_group[i])
+        mean, var = x[members].mean(0), x[members].var(0, unbiased=False)
+        torch.testing.assert_close(
+            k[i], (x[i] - mean) / torch.sqrt(var + 1e-5), rtol=1e-4, atol=1e-5
+        )
+        assert key_group[i] != query_group[i]  # other statistics than its query's
+    overlap = sum(len(key_group[i] & query_group[i]) for i in range(b)) / b
+    assert overlap < size / 2  # about size / groups by chance, never the whole block
+    assert not torch.allclose(q, k)
+    assert torch.equal(shuffled_keys(bn, x, 1, stream_generator(0, "shuffle")), bn(x))
+
+
+def test_moco_trains_with_split_batchnorm_by_default(digits) -> None:
+    from negatives.models import SplitBatchNorm
+    from negatives.train import MOCO_BN_GROUPS
+
+    assert _tiny(method="moco").batchnorm_groups == MOCO_BN_GROUPS
+    assert _tiny(method="simclr").batchnorm_groups == 1
+    out = train(_tiny(method="moco", bn_groups=4), digits, progress=False)
+    groups = {m.groups for m in out.model.modules() if isinstance(m, SplitBatchNorm)}
+    assert groups == {4}
+    assert {m.groups for m in out.key_model.modules() if isinstance(m, SplitBatchNorm)} == {4}
+    plain = train(_tiny(method="moco", bn_groups=1), digits, progress=False)
+    assert not any(isinstance(m, SplitBatchNorm) for m in plain.model.modules())
+    assert out.history["loss"] != plain.history["loss"]
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(method="simclr", bn_groups=8), "bn_groups"),
+        (dict(method="moco", bn_groups=0), "bn_groups"),
+        (dict(method="moco", bn_groups=40, batch_size=64), "bn_groups"),
+        (dict(schedule="step"), "schedule"),
+    ],
+)
+def test_bad_batchnorm_groups_and_schedule_are_named(kw, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        _tiny(**kw)
+
+
+# -- common random numbers ---------------------------------------------------------------------
+
+
+def _recorded_views(config, data, monkeypatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(sample ids, both views stacked) of every training step of ``config``."""
+    from negatives import train as train_module
+
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    original = train_module._views
+
+    def spy(images, idx, plan, where):
+        v1, v2 = original(images, idx, plan, where)
+        seen.append((idx.clone(), torch.stack([v1, v2], dim=1)))
+        return v1, v2
+
+    monkeypatch.setattr(train_module, "_views", spy)
+    train(config, data, progress=False)
+    monkeypatch.setattr(train_module, "_views", original)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "a, b",
+    [
+        (dict(method="simclr"), dict(method="simclr", negatives="random-k", num_negatives=7)),
+        (dict(method="moco"), dict(method="moco", negatives="band", band_low=0.0, band_high=0.1)),
+        (dict(method="moco"), dict(method="moco", negatives="random-k", num_negatives=9)),
+        (dict(method="moco", temperature=0.07), dict(method="moco", temperature=0.2)),
+    ],
+)
+def test_conditions_of_a_seed_share_order_and_views(digits, monkeypatch, a, b) -> None:
+    first = _recorded_views(_tiny(**a), digits, monkeypatch)
+    second = _recorded_views(_tiny(**b), digits, monkeypatch)
+    assert len(first) == len(second) > 0
+    for (ia, va), (ib, vb) in zip(first, second, strict=True):
+        assert torch.equal(ia, ib) and torch.equal(va, vb)
+    other_seed = _recorded_views(_tiny(**a, seed=1), digits, monkeypatch)
+    assert not torch.equal(first[-1][1], other_seed[-1][1])
+
+
+def test_views_follow_the_sample_not_the_batch_size(digits, monkeypatch) -> None:
+    # batch 32 and 64 see the same sample at the same position of an epoch in the same view
+    small = _recorded_views(_tiny(batch_size=32, epochs=1), digits, monkeypatch)
+    large = _recorded_views(_tiny(batch_size=64, epochs=1), digits, monkeypatch)
+    ids_s, views_s = torch.cat([i for i, _ in small]), torch.cat([v for _, v in small])
+    ids_l, views_l = torch.cat([i for i, _ in large]), torch.cat([v for _, v in large])
+    n = min(len(ids_s), len(ids_l))
+    assert torch.equal(ids_s[:n], ids_l[:n]) and torch.equal(views_s[:n], views_l[:n])
+
+
+def test_latent_class_positives_are_shared_across_batch_sizes(latent, monkeypatch) -> None:
+    cfg_ = dict(arch="mlp", positives="latent-class", epochs=1)
+    small = _recorded_views(_tiny(batch_size=25, **cfg_), latent, monkeypatch)
+    large = _recorded_views(_tiny(batch_size=50, **cfg_), latent, monkeypatch)
+    assert torch.equal(torch.cat([i for i, _ in small]), torch.cat([i for i, _ in large]))
+    # the positives (second view: another sample of the class) too
+    assert torch.equal(torch.cat([v for _, v in small]), torch.cat([v for _, v in large]))

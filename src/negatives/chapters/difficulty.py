@@ -8,18 +8,24 @@ the chapter from one frozen parameter set (:class:`DifficultyParams`), trains or
 (:func:`run_conditions`), and turns the results into the chapter's tables:
 
 * :func:`summarize_conditions`: mean and 95% interval of the linear-probe accuracy over seeds,
-  and the paired difference to "all negatives" at the same temperature and seed;
-* :func:`verdicts`: one row per claim of the paper, decided by an explicit rule on the intervals
-  (:func:`decide`);
+  the paired difference to "all negatives" at the same temperature and seed, and the test set's
+  own uncertainty of both;
+* :func:`verdicts`: one row per claim of the paper (:func:`claims`), decided by the book's one
+  rule (:func:`negatives.verdicts.decide`);
 * :func:`same_class_by_rank` / :func:`same_class_summary`: how often negatives of each difficulty
   band share the query's class, against the base rate;
 * :func:`hardness_consistency`: whether some negatives are hard (or easy) for many queries more
-  often than a shuffled null allows.
+  often than a shuffled null allows;
+* :func:`run_chapter` / :func:`main`: all of it in the notebook's order, also from the shell
+  (``python -m negatives.chapters.difficulty --profile book``).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +37,9 @@ from scipy import stats as scipy_stats
 from torch import Tensor, nn
 
 from negatives import config as cfg
-from negatives import filters, probes
+from negatives import filters, probes, stats
+from negatives import verdicts as vd
+from negatives.book import parse_params
 from negatives.data import DATASETS, Dataset, load_dataset
 from negatives.runs import RunStore
 from negatives.stats import mean_interval
@@ -53,24 +61,46 @@ PAPER_MARGIN: float = 0.7
 
 GROUPS: tuple[str, ...] = ("main", "fine", "oracle", "rescaled")
 
+# Every main condition at both temperatures of the paper (MoCo v1's 0.07 and MoCo v2's 0.2).
+ALL_MAIN: tuple[tuple[str, float], ...] = tuple((c, t) for t in (0.07, 0.2) for c in MAIN_BANDS)
+# The book profile's design, from a pilot of 3 seeds and a first build of 5 (the closing note of
+# the experiments issue): the four conditions at MoCo v2's T = 0.2, and at T = 0.07 the two that
+# its claim about the hardest 0.1% needs. Seeds go where the claims need them: 5 seeds left the
+# intervals of the hardest 5% (-1.14 [-1.70, -0.57]) and the easiest 95% (-0.23 [-0.73, +0.26])
+# straddling the paper's 0.7-point margin, so those two and their reference get 8 (a 95% t
+# interval about 0.7 times as wide); the hardest 0.1% decided at 5. The hardest 5% and the
+# easiest 95% at T = 0.07 would cost 10 more runs.
+BOOK_MAIN: tuple[tuple[str, float] | tuple[str, float, int], ...] = (
+    ("all", 0.2, 8),
+    ("hardest 5%", 0.2, 8),
+    ("easiest 95%", 0.2, 8),
+    ("all but hardest 0.1%", 0.2),
+    ("all", 0.07),
+    ("all but hardest 0.1%", 0.07),
+)
+
 PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     "smoke": dict(
         dataset="digits",
         train_size=None,
         test_size=None,
+        probe_train_size=None,
         arch="cnn-small",
         width=16,
         epochs=2,
         batch_size=64,
         queue_size=512,
         momentum=0.99,
+        bn_groups=4,
         optimizer="adamw",
         lr=2e-3,
         weight_decay=1e-4,
-        temperatures=(0.07, 0.2),
+        warmup_epochs=0.0,
+        main_conditions=ALL_MAIN,
         seeds=2,
         fine_bands=((0.0, 0.01), (0.05, 0.1), (0.5, 1.0)),
         fine_temperature=None,
+        extra_seeds=None,
         consistency_keys=200,
         consistency_queries=400,
         consistency_top_fraction=0.05,
@@ -79,23 +109,27 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
     ),
     "book": dict(
         dataset="fashion-mnist",
-        train_size=5000,
-        test_size=2000,
+        train_size=None,
+        test_size=None,
+        probe_train_size=None,
         arch="cnn-small",
-        width=32,
-        epochs=4,
+        width=48,
+        epochs=1,
         batch_size=256,
-        queue_size=2048,
+        queue_size=4096,
         momentum=0.99,
+        bn_groups=None,
         optimizer="adamw",
         lr=2e-3,
         weight_decay=1e-4,
-        temperatures=(0.07, 0.2),
-        seeds=3,
-        fine_bands=((0.0, 0.01), (0.05, 0.1), (0.1, 0.2), (0.2, 0.5), (0.5, 1.0)),
+        warmup_epochs=0.0,
+        main_conditions=BOOK_MAIN,
+        seeds=5,
+        fine_bands=(),
         fine_temperature=None,
-        consistency_keys=1000,
-        consistency_queries=3000,
+        extra_seeds=0,
+        consistency_keys=4096,
+        consistency_queries=10000,
         consistency_top_fraction=0.05,
         device="auto",
         precision="auto",
@@ -105,19 +139,23 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
         dataset="cifar10",
         train_size=None,
         test_size=None,
+        probe_train_size=None,
         arch="resnet18-cifar",
         width=64,
         epochs=200,
         batch_size=256,
         queue_size=4096,
         momentum=0.99,
+        bn_groups=None,
         optimizer="sgd",
         lr=0.06,
         weight_decay=5e-4,
-        temperatures=(0.07, 0.2),
+        warmup_epochs=10.0,
+        main_conditions=ALL_MAIN,
         seeds=3,
         fine_bands=((0.0, 0.01), (0.05, 0.1), (0.1, 0.2), (0.2, 0.5), (0.5, 1.0)),
         fine_temperature=None,
+        extra_seeds=None,
         consistency_keys=4096,
         consistency_queries=20000,
         consistency_top_fraction=0.05,
@@ -131,28 +169,39 @@ PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
 class DifficultyParams:
     """The chapter's papermill parameters (see :data:`PROFILE_DEFAULTS` for each profile).
 
-    ``fine_temperature`` (the temperature of the fine band sweep, the oracle and the rescaled
-    band) defaults to the highest of ``temperatures`` (0.2 is MoCo v2's) and must be one of them,
-    so that every condition has an "all negatives" reference at its temperature.
+    * ``main_conditions``: ``[condition, temperature]`` pairs of the paper's conditions
+      (:data:`MAIN_BANDS`) to train, each with ``seeds`` seeds, or ``[condition, temperature,
+      seeds]`` triples with their own; each temperature must include ``"all"`` (the reference),
+      with at least as many seeds as any other condition at that temperature.
+    * ``fine_temperature`` (of the fine band sweep, the oracle and the rescaled band) defaults
+      to the highest main temperature (0.2 is MoCo v2's) and must be one of them.
+    * ``extra_seeds``: seeds of those three groups (None: ``seeds``), which are our analyses,
+      not the paper's claims.
+    * ``train_size`` images train the encoders; the probes are fitted on ``probe_train_size``
+      training images (None: all) and scored on ``test_size`` test images (None: all).
     """
 
     profile: str
     dataset: str
     train_size: int | None
     test_size: int | None
+    probe_train_size: int | None
     arch: str
     width: int
     epochs: int
     batch_size: int
     queue_size: int
     momentum: float
+    bn_groups: int | None
     optimizer: str
     lr: float
     weight_decay: float
-    temperatures: tuple[float, ...]
+    warmup_epochs: float
+    main_conditions: tuple[tuple[str, float, int], ...]
     seeds: int
     fine_bands: tuple[tuple[float, float], ...]
     fine_temperature: float | None
+    extra_seeds: int | None
     consistency_keys: int
     consistency_queries: int
     consistency_top_fraction: float
@@ -173,28 +222,19 @@ class DifficultyParams:
         # latent-class vectors have no views to augment: instance discrimination needs images
         cfg.check_choice("dataset", self.dataset, [d for d in DATASETS if d != "latent-class"])
         cfg.check_int("seeds", self.seeds, 1)
-        for name in ("train_size", "test_size"):
+        if self.extra_seeds is not None:
+            cfg.check_int("extra_seeds", self.extra_seeds, 0)
+        for name in ("train_size", "test_size", "probe_train_size"):
             if getattr(self, name) is not None:
                 cfg.check_int(name, getattr(self, name), 1)
+        object.__setattr__(self, "main_conditions", _check_main(self.main_conditions, self.seeds))
         temps = self.temperatures
-        temps = (
-            (temps,) if isinstance(temps, int | float) and not isinstance(temps, bool) else temps
-        )
-        if isinstance(temps, str) or not isinstance(temps, list | tuple) or not temps:
-            raise ValueError(f"temperatures={temps!r} must be a non-empty list of numbers > 0")
-        temps = tuple(
-            cfg.check_float(f"temperatures[{i}]", t, 0.0, strict_minimum=True)
-            for i, t in enumerate(temps)
-        )
-        if len(set(temps)) != len(temps):
-            raise ValueError(f"temperatures={list(temps)} lists a temperature twice")
-        object.__setattr__(self, "temperatures", temps)
         fine_t = max(temps) if self.fine_temperature is None else self.fine_temperature
         fine_t = cfg.check_float("fine_temperature", fine_t, 0.0, strict_minimum=True)
         if fine_t not in temps:
             raise ValueError(
-                f"fine_temperature={fine_t} must be one of temperatures={list(temps)} (its runs are "
-                "compared with the 'all negatives' runs at the same temperature)"
+                f"fine_temperature={fine_t} must be one of the main temperatures {list(temps)} "
+                "(its runs are compared with the 'all negatives' runs at the same temperature)"
             )
         object.__setattr__(self, "fine_temperature", fine_t)
         if isinstance(self.fine_bands, str) or not isinstance(self.fine_bands, list | tuple):
@@ -235,6 +275,11 @@ class DifficultyParams:
         self.conditions()  # TrainConfig validates the rest (lr, batch_size, device, ...)
 
     @property
+    def temperatures(self) -> tuple[float, ...]:
+        """The temperatures of the main conditions, in the order they first appear."""
+        return tuple(dict.fromkeys(t for _, t, _ in self.main_conditions))
+
+    @property
     def num_classes(self) -> int:
         """C of the data set (known without loading it)."""
         return 100 if self.dataset == "cifar100" else 10
@@ -248,27 +293,33 @@ class DifficultyParams:
             batch_size=self.batch_size,
             queue_size=self.queue_size,
             momentum=self.momentum,
+            bn_groups=self.bn_groups,
             optimizer=self.optimizer,
             lr=self.lr,
             weight_decay=self.weight_decay,
             device=self.device,
             precision=self.precision,
-            warmup_epochs=min(10.0, self.epochs / 20) if self.profile == "full" else 0.0,
+            warmup_epochs=self.warmup_epochs,
         )
 
     def conditions(self) -> list[dict[str, Any]]:
         """Every training run of the chapter: ``{group, condition, band, temperature, seed, config}``.
 
-        Groups: ``main`` (the paper's four conditions at each temperature), ``fine`` (a sweep of
-        bands at ``fine_temperature``), ``oracle`` (same-class negatives removed, band ``None``)
-        and ``rescaled`` (all but the hardest 1/C: on a C-class data set 1/C is the same-class
-        rate that 0.1% is on ImageNet). A band ``(0, 1)`` is trained with ``negatives="all"``.
+        Groups: ``main`` (:attr:`main_conditions`), ``fine`` (a sweep of bands at
+        ``fine_temperature``), ``oracle`` (same-class negatives removed, band ``None``) and
+        ``rescaled`` (all but the hardest 1/C: on a C-class data set 1/C is the same-class rate
+        that 0.1% is on ImageNet). A band ``(0, 1)`` is trained with ``negatives="all"``. Within
+        a seed every condition shares the initialisation, the data order and the augmentations
+        (:func:`negatives.train.stream_generator`), so differences between conditions are paired.
         """
         base = self.base_config()
         out: list[dict[str, Any]] = []
+        extra = self.seeds if self.extra_seeds is None else self.extra_seeds
 
-        def add(group: str, name: str, band: tuple[float, float] | None, t: float) -> None:
-            for seed in range(self.seeds):
+        def add(
+            group: str, name: str, band: tuple[float, float] | None, t: float, seeds: int
+        ) -> None:
+            for seed in range(seeds):
                 if band is None:
                     c = base.replace(temperature=t, seed=seed, negatives="no-same-class")
                 elif band == (0.0, 1.0):
@@ -292,21 +343,69 @@ class DifficultyParams:
                     }
                 )
 
-        for t in self.temperatures:
-            for name, band in MAIN_BANDS.items():
-                add("main", name, band, t)
+        for name, t, seeds in self.main_conditions:
+            add("main", name, MAIN_BANDS[name], t, seeds)
         assert self.fine_temperature is not None
-        for band in self.fine_bands:
-            add("fine", band_label(band), band, self.fine_temperature)
-        add("oracle", "no same-class", None, self.fine_temperature)
-        c = self.num_classes
-        add("rescaled", f"all but hardest 1/C = {1 / c:.3g}", (1 / c, 1.0), self.fine_temperature)
+        if extra > 0:
+            for band in self.fine_bands:
+                add("fine", band_label(band), band, self.fine_temperature, extra)
+            add("oracle", "no same-class", None, self.fine_temperature, extra)
+            c = self.num_classes
+            label = f"all but hardest 1/C = {1 / c:.3g}"
+            add("rescaled", label, (1 / c, 1.0), self.fine_temperature, extra)
         return out
 
     def load_data(self) -> Dataset:
+        """The images MoCo trains on (``train_size``) and the test images."""
         return load_dataset(
             self.dataset, self.data_root, train_size=self.train_size, test_size=self.test_size
         )
+
+    def load_probe_data(self) -> Dataset:
+        """The images the probes are fitted on (``probe_train_size``) and the same test images."""
+        return load_dataset(
+            self.dataset, self.data_root, train_size=self.probe_train_size, test_size=self.test_size
+        )
+
+
+def _check_main(pairs: Any, seeds: int) -> tuple[tuple[str, float, int], ...]:
+    """``main_conditions`` as ``((condition, temperature, seeds), ...)``, validated; an entry
+    without its own seed count gets ``seeds``."""
+    if isinstance(pairs, str) or not isinstance(pairs, list | tuple) or not pairs:
+        raise ValueError(
+            f"main_conditions={pairs!r} must be a non-empty list of [condition, temperature] "
+            f"or [condition, temperature, seeds] entries, conditions from {list(MAIN_BANDS)}"
+        )
+    out = []
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, list | tuple) or len(pair) not in (2, 3):
+            raise ValueError(
+                f"main_conditions[{i}]={pair!r} must be a [condition, temperature] pair or a "
+                "[condition, temperature, seeds] triple"
+            )
+        name = cfg.check_choice(f"main_conditions[{i}][0]", pair[0], MAIN_BANDS)
+        t = cfg.check_float(f"main_conditions[{i}][1]", pair[1], 0.0, strict_minimum=True)
+        n = cfg.check_int(f"main_conditions[{i}][2]", pair[2], 1) if len(pair) == 3 else seeds
+        out.append((name, t, n))
+    keys = [(name, t) for name, t, _ in out]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"main_conditions={[list(p) for p in out]} lists a condition twice")
+    for t in dict.fromkeys(t for _, t in keys):
+        if (REFERENCE, t) not in keys:
+            raise ValueError(
+                f"main_conditions: temperature {t:g} has no {REFERENCE!r} condition, the "
+                "reference its other conditions are compared with"
+            )
+        # differences are paired by seed: the reference needs every seed of the others
+        ref = next(n for name, tt, n in out if (name, tt) == (REFERENCE, t))
+        most = max(n for _, tt, n in out if tt == t)
+        if ref < most:
+            raise ValueError(
+                f"main_conditions: {REFERENCE!r} at T = {t:g} has {ref} seeds, fewer than the "
+                f"{most} of another condition at that temperature (differences are paired by "
+                "seed, so the reference needs at least as many)"
+            )
+    return tuple(out)
 
 
 def band_label(band: tuple[float, float]) -> str:
@@ -316,13 +415,7 @@ def band_label(band: tuple[float, float]) -> str:
 
 # -- training and probes ---------------------------------------------------------------------
 
-
-def _probe_backbone(run: Run, data: Dataset, device: str = "cpu") -> dict[str, float]:
-    """Linear probe, mean classifier and k-NN on the backbone features h of the query encoder."""
-    model = run.load_model()
-    tr = probes.extract_features(model, data.train_images, which="backbone", device=device)
-    te = probes.extract_features(model, data.test_images, which="backbone", device=device)
-    return probes.probe_features(tr, data.train_labels, te, data.test_labels)
+PROBE_VERSION = 2  # bump when the probes change, so that cached probe results are redone
 
 
 def run_conditions(
@@ -330,21 +423,25 @@ def run_conditions(
     store: RunStore | None = None,
     data: Dataset | None = None,
     *,
+    probe_data: Dataset | None = None,
     progress: bool = True,
 ) -> tuple[list[Run], pd.DataFrame]:
     """Train (or reuse from the cache) every condition of :meth:`DifficultyParams.conditions`.
 
     One progress bar for all runs (:func:`negatives.train.sweep`); each run's probes on frozen
-    backbone features are cached with the run (:meth:`negatives.train.Run.evaluate`).
+    backbone features (:func:`negatives.probes.evaluate_model`, fitted on ``probe_data``'s
+    training images, scored on its test images) are cached with the run.
 
     Returns the runs and one row per run: ``group, condition, band_low, band_high, temperature,
     seed, run_id, train_seconds``, the probes' ``linear_accuracy, linear_loss, mean_accuracy,
-    knn_accuracy`` (%), and from the last epoch of training ``loss``, ``negatives_used`` (kept
-    negatives per query) and ``same_class_kept`` (fraction of the kept negatives that share the
-    query's class).
+    knn_accuracy`` (%), ``num_test`` and ``linear_correct`` / ``knn_correct`` / ``mean_correct``
+    (which test images each got right, packed: :func:`negatives.probes.unpack_correct`), and
+    from the last epoch of training ``loss``, ``negatives_used`` (kept negatives per query) and
+    ``same_class_kept`` (fraction of the kept negatives that share the query's class).
     """
     store = store or RunStore(P.results_dir)
     data = data if data is not None else P.load_data()
+    probe_data = probe_data if probe_data is not None else P.load_probe_data()
     conds = P.conditions()
     device = cfg.resolve_device(P.device)  # features on the GPU when there is one
     runs_ = sweep(
@@ -354,8 +451,8 @@ def run_conditions(
     for cond, r in zip(conds, runs_, strict=True):
         metrics = r.evaluate(
             "probes-backbone",
-            {"data": data.fingerprint, "which": "backbone", "version": 1},
-            lambda r=r: _probe_backbone(r, data, device),
+            {"data": probe_data.fingerprint, "which": "backbone", "version": PROBE_VERSION},
+            lambda r=r: probes.evaluate_model(r.load_model(device), probe_data, device=device),
         )
         band = cond["band"]
         hist = r.history
@@ -379,7 +476,7 @@ def run_conditions(
 
 
 def run_baselines(
-    P: DifficultyParams, data: Dataset, store: RunStore | None = None
+    P: DifficultyParams, probe_data: Dataset, store: RunStore | None = None
 ) -> pd.DataFrame:
     """The probes on raw pixels and on a randomly initialised encoder of the chapter's architecture.
 
@@ -387,9 +484,12 @@ def run_baselines(
     """
     store = store or RunStore(P.results_dir)
     base = P.base_config()
-    key = f"baselines-{data.fingerprint}"
+    key = f"baselines-{probe_data.fingerprint}"
     pixels = store.evaluation(
-        key, "pixels", {"data": data.fingerprint, "version": 1}, lambda: probes.pixel_baseline(data)
+        key,
+        "pixels",
+        {"data": probe_data.fingerprint, "version": PROBE_VERSION},
+        lambda: probes.pixel_baseline(probe_data),
     )
     enc_args = dict(
         arch=base.arch, width=base.width, proj_hidden=base.proj_hidden, proj_dim=base.proj_dim
@@ -397,8 +497,8 @@ def run_baselines(
     random_enc = store.evaluation(
         key,
         "random-encoder",
-        {"data": data.fingerprint, **enc_args, "seed": 0, "version": 1},
-        lambda: probes.random_encoder_baseline(data, **enc_args, seed=0),
+        {"data": probe_data.fingerprint, **enc_args, "seed": 0, "version": PROBE_VERSION},
+        lambda: probes.random_encoder_baseline(probe_data, **enc_args, seed=0),
     )
     return pd.DataFrame(
         [
@@ -411,82 +511,126 @@ def run_baselines(
 # -- summary and verdicts --------------------------------------------------------------------
 
 
+def _correct_matrix(group: pd.DataFrame, column: str) -> np.ndarray:
+    """``(S, M)`` bool: the unpacked ``column`` (e.g. ``linear_correct``) of each row."""
+    return probes.unpack_rows(list(group[column]), list(group["num_test"]))
+
+
 def summarize_conditions(df: pd.DataFrame, metric: str = "linear_accuracy") -> pd.DataFrame:
     """Per ``(group, condition, temperature)``: the mean and 95% interval of ``metric`` over seeds,
     and the paired difference to "all negatives" (group ``main``) at the same temperature and seed.
 
     Columns: ``group, condition, band_low, band_high, temperature, n, mean, low, high,
     diff_mean, diff_low, diff_high`` (Student-t intervals over seeds,
-    :func:`negatives.stats.mean_interval`; a difference uses only seeds present in both), plus the
-    seed means of ``knn_accuracy``, ``mean_accuracy``, ``negatives_used`` and ``same_class_kept``
-    where ``df`` has them. A condition without a reference at its temperature gets NaN differences.
+    :func:`negatives.stats.mean_interval`; a difference uses only seeds present in both), plus
+    the seed means of ``knn_accuracy``, ``mean_accuracy``, ``negatives_used`` and
+    ``same_class_kept`` where ``df`` has them. Where ``df`` has the probes' per-image results
+    (``<probe>_correct``, ``num_test``), the evaluation's own uncertainty too: ``se``, the
+    binomial standard error of one accuracy on the test set, and ``diff_test_low/high``, the
+    95% interval of the mean difference from resampling the test images
+    (:func:`negatives.stats.paired_bootstrap`, same seeds). A condition without a reference at
+    its temperature gets NaN differences.
     """
-    ref = df[(df["group"] == "main") & (df["condition"] == REFERENCE)]
-    ref = ref.set_index(["temperature", "seed"])[metric]
+    ref_rows = df[(df["group"] == "main") & (df["condition"] == REFERENCE)]
+    ref = ref_rows.set_index(["temperature", "seed"])[metric]
+    probe = metric.removesuffix("_accuracy")
+    per_image = f"{probe}_correct" in df.columns and "num_test" in df.columns
     rows = []
     extra = [
         c for c in ("knn_accuracy", "mean_accuracy", "negatives_used", "same_class_kept") if c in df
     ]
     for (group, cond, t), g in df.groupby(["group", "condition", "temperature"], sort=False):
         mean, low, high = mean_interval(g[metric].tolist())
-        diffs = [
-            v - ref[(t, s)]
-            for v, s in zip(g[metric], g["seed"], strict=True)
-            if (t, s) in ref.index
-        ]
-        dmean, dlow, dhigh = mean_interval(diffs)
-        rows.append(
-            {
-                "group": group,
-                "condition": cond,
-                "band_low": g["band_low"].iloc[0],
-                "band_high": g["band_high"].iloc[0],
-                "temperature": t,
-                "n": len(g),
-                "mean": mean,
-                "low": low,
-                "high": high,
-                "diff_mean": dmean,
-                "diff_low": dlow,
-                "diff_high": dhigh,
-                **{c: float(g[c].mean()) for c in extra},
-            }
-        )
+        paired = [(v, s) for v, s in zip(g[metric], g["seed"], strict=True) if (t, s) in ref.index]
+        dmean, dlow, dhigh = mean_interval([v - ref[(t, s)] for v, s in paired])
+        row = {
+            "group": group,
+            "condition": cond,
+            "band_low": g["band_low"].iloc[0],
+            "band_high": g["band_high"].iloc[0],
+            "temperature": t,
+            "n": len(g),
+            "mean": mean,
+            "low": low,
+            "high": high,
+            "diff_mean": dmean,
+            "diff_low": dlow,
+            "diff_high": dhigh,
+            **{c: float(g[c].mean()) for c in extra},
+        }
+        if per_image:
+            row["se"] = stats.binomial_se(mean, int(g["num_test"].iloc[0]))
+            seeds = [s for _, s in paired]
+            both = ref_rows[ref_rows["temperature"] == t].set_index("seed").loc[seeds]
+            mine = g.set_index("seed").loc[seeds]
+            col = f"{probe}_correct"
+            if seeds:
+                _, tlow, thigh = stats.paired_bootstrap(
+                    _correct_matrix(mine, col), _correct_matrix(both, col)
+                )
+            else:
+                tlow = thigh = math.nan
+            row.update(diff_test_low=tlow, diff_test_high=thigh)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
-REPRODUCED = "reproduced"
-NOT_REPRODUCED = "not reproduced"
-INCONCLUSIVE = "inconclusive at this scale"
+# The paper's claims as this chapter tests them (negatives.verdicts decides them).
+PAPER = "Cai & Frankle (2020)"
+DELTA = "Δ linear-probe accuracy vs all negatives, paired by seed"
 
 
-def decide(low: float, high: float, threshold: float, side: str) -> str:
-    """The verdict rule on a 95% interval ``[low, high]`` for a claim "the value is ``side`` of
-    ``threshold``" (``side`` is ``"above"`` or ``"below"``).
-
-    * reproduced: the whole interval lies on the claim's side (strictly);
-    * not reproduced: the whole interval lies on the other side (touching the threshold counts);
-    * inconclusive: the interval contains the threshold, or is undefined (fewer than 2 seeds).
-    """
-    cfg.check_choice("side", side, ("above", "below"))
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return INCONCLUSIVE
-    if low > high:
-        raise ValueError(f"low={low} must be <= high={high}")
-    claim_holds = low > threshold if side == "above" else high < threshold
-    claim_fails = high <= threshold if side == "above" else low >= threshold
-    if claim_holds:
-        return REPRODUCED
-    if claim_fails:
-        return NOT_REPRODUCED
-    return INCONCLUSIVE
-
-
-def _fmt(mean: float, low: float, high: float, unit: str = "", digits: int = 2) -> str:
-    if not math.isfinite(mean):
-        return "n/a"
-    interval = "" if not math.isfinite(low) else f" [{low:+.{digits}f}, {high:+.{digits}f}]"
-    return f"{mean:+.{digits}f}{interval}{unit}"
+def claims(margin: float = PAPER_MARGIN) -> dict[str, vd.Claim]:
+    """The chapter's claims, keyed by the short names the verdict table uses."""
+    return {
+        "hardest 5% are sufficient": vd.Claim(
+            "hardest 5% are sufficient",
+            PAPER,
+            f"training on the hardest 5% alone comes within {margin:g} points of all negatives",
+            DELTA,
+            vd.above(-margin),
+            " pts",
+        ),
+        "easiest 95% are insufficient": vd.Claim(
+            "easiest 95% are insufficient",
+            PAPER,
+            "training without the hardest 5% is clearly worse than all negatives",
+            DELTA,
+            vd.below(-margin),
+            " pts",
+        ),
+        "hardest 0.1% are unnecessary": vd.Claim(
+            "hardest 0.1% are unnecessary",
+            PAPER,
+            "removing the hardest 0.1% does not hurt",
+            DELTA,
+            vd.above(-margin),
+            " pts",
+        ),
+        "removing the hardest 0.1% helps": vd.Claim(
+            "removing the hardest 0.1% helps",
+            PAPER,
+            "removing the hardest 0.1% helps slightly at T = 0.07",
+            DELTA,
+            vd.above(0.0),
+            " pts",
+        ),
+        "hard negatives are more often same-class": vd.Claim(
+            "hard negatives are more often same-class",
+            PAPER,
+            "the hardest negatives are semantically closer to the query",
+            "same-class rate of the hardest 5% − base rate (percentage points)",
+            vd.above(0.0),
+            " pp",
+        ),
+        "some negatives are consistently hard": vd.Claim(
+            "some negatives are consistently hard",
+            PAPER,
+            "some negatives are hard for many queries, more than chance",
+            "variance of per-key hardness counts / the shuffled null's",
+            vd.above(1.0),
+        ),
+    }
 
 
 def verdicts(
@@ -496,139 +640,82 @@ def verdicts(
     *,
     margin: float = PAPER_MARGIN,
 ) -> pd.DataFrame:
-    """One row per claim of Cai & Frankle (2020) and temperature, with a verdict from :func:`decide`.
+    """One row per claim of Cai & Frankle (2020) and temperature (:mod:`negatives.verdicts`).
 
     Args:
         summary: :func:`summarize_conditions` (needs ``group, condition, temperature,
-            diff_mean, diff_low, diff_high`` for the ``main`` group); Δ = condition − all
-            negatives, paired by seed, in accuracy points.
+            diff_mean, diff_low, diff_high`` for the ``main`` group, and uses
+            ``diff_test_low/high`` where present); Δ = condition − all negatives, paired by
+            seed, in accuracy points.
         same_class: :func:`same_class_summary` (``temperature, excess_mean, excess_low,
             excess_high``), optional.
         consistency: :func:`consistency_summary` (``variance_ratio_mean / _low / _high``), optional.
         margin: "as good as all negatives" means Δ > −margin (the paper's 0.7 points).
 
-    Rules (all on 95% intervals over seeds; see :func:`decide`):
-
-    1. hardest 5% sufficient: Δ above −margin;
-    2. easiest 95% insufficient: Δ below −margin;
-    3. hardest 0.1% unnecessary: Δ(all but hardest 0.1%) above −margin;
-    4. removing the hardest 0.1% helps at the lowest temperature (the paper's 0.07): Δ above 0;
-    5. hard negatives more often same-class: same-class rate of the hardest 5% minus the base
-       rate, above 0;
-    6. some negatives consistently hard or easy: variance of the per-key hardness counts over
-       the shuffled null's, above 1.
+    Regions (see :func:`claims`): hardest 5% sufficient, Δ > −margin; easiest 95%
+    insufficient, Δ < −margin; hardest 0.1% unnecessary, Δ(all but the hardest 0.1%) > −margin;
+    removing it helps at the lowest temperature (the paper's 0.07), Δ > 0; hard negatives more
+    often same-class, excess of the hardest 5% over the base rate > 0; consistent hardness,
+    variance ratio over the shuffled null > 1.
     """
     cfg.check_float("margin", margin, 0.0)
-    main = summary[summary["group"] == "main"]
-    temps = sorted(main["temperature"].unique())
+    C = claims(margin)
+    main = summary[summary["group"] == "main"].set_index(["condition", "temperature"])
+    temps = sorted(main.index.get_level_values("temperature").unique())
     rows: list[dict[str, Any]] = []
 
-    def add(
-        claim: str,
-        paper: str,
-        quantity: str,
-        t: Any,
-        est: tuple[float, float, float],
-        threshold: float,
-        side: str,
-        unit: str,
-    ) -> None:
-        mean, low, high = (float(v) for v in est)
-        rule = f"95% interval {'>' if side == 'above' else '<'} {threshold:g}"
+    def add_delta(name: str, condition: str, t: float) -> None:
+        if (condition, t) not in main.index:
+            return
+        r = main.loc[(condition, t)]
+        test = (
+            (float(r["diff_test_low"]), float(r["diff_test_high"]))
+            if "diff_test_low" in r.index
+            else None
+        )
         rows.append(
-            {
-                "claim": claim,
-                "paper": paper,
-                "quantity": quantity,
-                "temperature": t,
-                "ours": _fmt(mean, low, high, unit),
-                "estimate": mean,
-                "low": low,
-                "high": high,
-                "rule": rule,
-                "verdict": decide(low, high, threshold, side),
-            }
+            vd.judge(
+                C[name],
+                r["diff_mean"],
+                r["diff_low"],
+                r["diff_high"],
+                setting=f"T = {t:g}",
+                seeds=int(r["n"]) if "n" in r.index else None,
+                test_set=test,
+            )
         )
 
-    def diff(cond: str, t: float) -> tuple[float, float, float]:
-        sel = main[(main["condition"] == cond) & (main["temperature"] == t)]
-        if sel.empty:
-            return math.nan, math.nan, math.nan
-        r = sel.iloc[0]
-        return float(r["diff_mean"]), float(r["diff_low"]), float(r["diff_high"])
-
-    delta = "Δ accuracy vs all negatives (points)"
     for t in temps:
-        add(
-            "hardest 5% are sufficient",
-            f"within {PAPER_MARGIN} points of all negatives (ImageNet)",
-            delta,
-            t,
-            diff("hardest 5%", t),
-            -margin,
-            "above",
-            " pts",
-        )
+        add_delta("hardest 5% are sufficient", "hardest 5%", t)
     for t in temps:
-        add(
-            "easiest 95% are insufficient",
-            "clearly below all negatives",
-            delta,
-            t,
-            diff("easiest 95%", t),
-            -margin,
-            "below",
-            " pts",
-        )
+        add_delta("easiest 95% are insufficient", "easiest 95%", t)
     for t in temps:
-        add(
-            "hardest 0.1% are unnecessary",
-            "removing them does not hurt",
-            delta,
-            t,
-            diff("all but hardest 0.1%", t),
-            -margin,
-            "above",
-            " pts",
-        )
+        add_delta("hardest 0.1% are unnecessary", "all but hardest 0.1%", t)
     if temps:
-        t = temps[0]
-        add(
-            "removing the hardest 0.1% helps at low temperature",
-            "slightly better than all negatives at T = 0.07",
-            delta,
-            t,
-            diff("all but hardest 0.1%", t),
-            0.0,
-            "above",
-            " pts",
-        )
+        add_delta("removing the hardest 0.1% helps", "all but hardest 0.1%", temps[0])
     if same_class is not None:
         for _, r in same_class.sort_values("temperature").iterrows():
-            # fractions -> percentage points, for the table
-            add(
-                "hard negatives are more often same-class",
-                "hard negatives are semantically closer to the query",
-                "same-class rate of the hardest 5% − base rate (percentage points)",
-                r["temperature"],
-                tuple(100 * r[k] for k in ("excess_mean", "excess_low", "excess_high")),
-                0.0,
-                "above",
-                " pp",
+            rows.append(  # fractions -> percentage points
+                vd.judge(
+                    C["hard negatives are more often same-class"],
+                    *(100 * r[k] for k in ("excess_mean", "excess_low", "excess_high")),
+                    setting=f"T = {r['temperature']:g}",
+                    seeds=int(r["n"]) if "n" in r.index else None,
+                )
             )
     if consistency is not None:
         for _, r in consistency.sort_values("temperature").iterrows():
-            add(
-                "some negatives are consistently hard or easy",
-                "more consistent than expected by chance",
-                "variance of hardness counts / null variance",
-                r["temperature"],
-                (r["variance_ratio_mean"], r["variance_ratio_low"], r["variance_ratio_high"]),
-                1.0,
-                "above",
-                "",
+            rows.append(
+                vd.judge(
+                    C["some negatives are consistently hard"],
+                    r["variance_ratio_mean"],
+                    r["variance_ratio_low"],
+                    r["variance_ratio_high"],
+                    setting=f"T = {r['temperature']:g}",
+                    seeds=int(r["n"]) if "n" in r.index else None,
+                )
             )
-    return pd.DataFrame(rows)
+    return vd.verdict_table(rows)
 
 
 # -- same-class analysis ---------------------------------------------------------------------
@@ -913,3 +1000,77 @@ def consistency_summary(table: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+# -- the whole chapter -----------------------------------------------------------------------
+
+
+def run_chapter(P: DifficultyParams, *, progress: bool = True) -> dict[str, Any]:
+    """Every computation of the chapter, in the notebook's order, as a dict of tables.
+
+    ``data`` / ``probe_data`` (the data sets), ``runs`` and ``per_run`` (:func:`run_conditions`),
+    ``summary``, ``baselines``, ``base_rate``, ``rank`` (:func:`same_class_by_rank`),
+    ``same_class``, ``consistency``, ``consistency_summary`` and ``verdicts``.
+    """
+    store = RunStore(P.results_dir)
+    data, probe_data = P.load_data(), P.load_probe_data()
+    runs_, per_run = run_conditions(P, store, data, probe_data=probe_data, progress=progress)
+    summary = summarize_conditions(per_run)
+    base = base_rate(data.train_labels)
+    rank = same_class_by_rank(runs_, per_run)
+    same = same_class_summary(rank, base)
+    consistency = run_consistency(P, runs_, per_run, data)
+    cons = consistency_summary(consistency)
+    return {
+        "data": data,
+        "probe_data": probe_data,
+        "runs": runs_,
+        "per_run": per_run,
+        "summary": summary,
+        "baselines": run_baselines(P, probe_data, store).set_index("baseline"),
+        "base_rate": base,
+        "rank": rank,
+        "same_class": same,
+        "consistency": consistency,
+        "consistency_summary": cons,
+        "verdicts": verdicts(summary, same, cons),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """``python -m negatives.chapters.difficulty --profile book --param device=cuda``: the
+    chapter's computations without the notebook (as on a GPU machine with no Jupyter); prints
+    the verdict table and, with ``--json``, writes it and the summary."""
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--profile", default="book", choices=cfg.PROFILES)
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    P = DifficultyParams.from_profile(args.profile, **parse_params(args.param))
+    t0 = time.perf_counter()
+    out = run_chapter(P)
+    seconds = time.perf_counter() - t0
+    table = out["verdicts"]
+    print(table[["claim", "setting", "ours", "test_set", "verdict"]].to_string(index=False))
+    unique = out["per_run"].drop_duplicates("run_id")
+    print(
+        f"\n{len(unique)} runs, {unique['train_seconds'].sum():.0f} s of training; "
+        f"the chapter took {seconds:.0f} s"
+    )
+    if args.json:
+        summary = out["summary"].drop(columns=[], errors="ignore")
+        payload = {
+            "profile": args.profile,
+            "seconds": seconds,
+            "train_seconds": float(unique["train_seconds"].sum()),
+            "runs": len(unique),
+            "verdicts": table.to_dict(orient="records"),
+            "summary": summary.to_dict(orient="records"),
+        }
+        with open(args.json, "w") as f:
+            json.dump(payload, f, indent=1, default=str)
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""One verdict rule for the whole book: reproduced, not reproduced, inconclusive.
+
+A claim of a paper becomes a statement about one quantity we measure (a paired difference of
+accuracies, a slope against log2 K, a ratio to a null, a distance at an optimum): the claim
+holds where the quantity lies in the claim's **region**, an open interval ``(low, high)``
+(above a threshold, below it, or between two). Our estimate comes with a 95% interval. The
+rule is symmetric:
+
+* **reproduced**: the whole interval lies inside the region;
+* **not reproduced**: the whole interval lies outside it;
+* **inconclusive**: the interval straddles a boundary of the region, or there is no interval
+  (fewer than two seeds).
+
+Exact computations (the population optimum, a minimum over all runs) have a degenerate
+interval ``[x, x]`` and are decided by the same rule. Infinite ends are allowed (an upper bound
+that is infinite in every seed has the interval ``[inf, inf]``); NaN is not an interval.
+
+:func:`judge` turns a :class:`Claim` and an estimate into one row of a chapter's verdict
+table; :func:`verdict_table` makes the table; :func:`format_interval` is the book's one way of
+writing an estimate with its interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced"
+INCONCLUSIVE = "inconclusive"
+VERDICTS: tuple[str, ...] = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
+
+# The columns of every chapter's verdict table, in order.
+COLUMNS: tuple[str, ...] = (
+    "claim",
+    "paper",
+    "statement",
+    "setting",
+    "quantity",
+    "estimate",
+    "low",
+    "high",
+    "ours",
+    "test_set",
+    "seeds",
+    "rule",
+    "verdict",
+    "to_decide",
+)
+
+
+@dataclass(frozen=True)
+class Region:
+    """Where a claim holds: the open interval ``(low, high)`` of its quantity."""
+
+    low: float = -math.inf
+    high: float = math.inf
+
+    def __post_init__(self) -> None:
+        for name in ("low", "high"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+                raise ValueError(f"{name}={value!r} must be a number (±inf allowed)")
+        if not self.low < self.high:
+            raise ValueError(f"low={self.low} must be < high={self.high}")
+        if math.isinf(self.low) and math.isinf(self.high):
+            raise ValueError("a region must have at least one finite boundary")
+
+    def describe(self, unit: str = "") -> str:
+        """``"> -0.7 pts"``, ``"< 0"``, ``"in (-1, 1)"``."""
+        if math.isinf(self.high):
+            return f"> {_threshold(self.low)}{unit}"
+        if math.isinf(self.low):
+            return f"< {_threshold(self.high)}{unit}"
+        return f"in ({_threshold(self.low)}, {_threshold(self.high)}){unit}"
+
+
+def above(threshold: float) -> Region:
+    """The claim holds where the quantity exceeds ``threshold``."""
+    return Region(low=threshold)
+
+
+def below(threshold: float) -> Region:
+    """The claim holds where the quantity is below ``threshold``."""
+    return Region(high=threshold)
+
+
+def between(low: float, high: float) -> Region:
+    """The claim holds where the quantity lies strictly between ``low`` and ``high``."""
+    return Region(low=low, high=high)
+
+
+def decide(low: float, high: float, region: Region) -> str:
+    """The verdict of a 95% interval ``[low, high]`` against a claim's ``region``.
+
+    Reproduced if ``region.low < low`` and ``high < region.high`` (inside; an infinite end of
+    the region is no boundary, so ``[inf, inf]`` is inside ``(0, inf)``); not reproduced if
+    ``high <= region.low`` or ``low >= region.high`` (outside, touching a boundary counts as
+    outside); inconclusive otherwise, and when either end is NaN.
+    """
+    if not isinstance(region, Region):
+        raise ValueError(f"region={region!r} must be a Region (above, below or between)")
+    if math.isnan(low) or math.isnan(high):
+        return INCONCLUSIVE
+    if low > high:
+        raise ValueError(f"low={low} must be <= high={high}")
+    # an infinite side of the region has no boundary: an infinite estimate lies inside it
+    above_low = region.low == -math.inf or region.low < low
+    below_high = region.high == math.inf or high < region.high
+    if above_low and below_high:
+        return REPRODUCED
+    if high <= region.low or (region.high < math.inf and low >= region.high):
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A paper's claim, as the book tests it.
+
+    ``name``: a short label (a table row); ``paper``: who claims it; ``statement``: what the
+    paper says, in our words (never a number we have not read in it); ``quantity``: what we
+    measure, with its unit; ``region``: where the quantity must lie for the claim to hold;
+    ``unit``: appended to numbers (``" pts"``); ``digits``: decimals when printed.
+    """
+
+    name: str
+    paper: str
+    statement: str
+    quantity: str
+    region: Region
+    unit: str = ""
+    digits: int = 2
+
+
+def judge(
+    claim: Claim,
+    estimate: float,
+    low: float,
+    high: float,
+    *,
+    setting: str = "",
+    seeds: int | None = None,
+    test_set: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """One row of a verdict table: the claim, our estimate and interval, and the verdict.
+
+    ``test_set`` is the evaluation's own 95% interval of the same estimate (resampling the
+    test images, :func:`negatives.stats.paired_bootstrap`), shown beside the interval over
+    seeds; the verdict uses the interval over seeds (see the module docstring).
+    """
+    estimate, low, high = float(estimate), float(low), float(high)
+    return {
+        "claim": claim.name,
+        "paper": claim.paper,
+        "statement": claim.statement,
+        "setting": setting,
+        "quantity": claim.quantity,
+        "estimate": estimate,
+        "low": low,
+        "high": high,
+        "ours": format_interval(estimate, low, high, claim.unit, claim.digits),
+        "test_set": ""
+        if test_set is None
+        else format_interval(estimate, *test_set, claim.unit, claim.digits, with_estimate=False),
+        "seeds": seeds,
+        "rule": f"reproduced if the interval is {claim.region.describe(claim.unit)}",
+        "verdict": decide(low, high, claim.region),
+        "to_decide": seeds_to_decide(estimate, low, high, seeds, claim.region),
+    }
+
+
+def seeds_to_decide(
+    estimate: float,
+    low: float,
+    high: float,
+    seeds: int | None,
+    region: Region,
+    confidence: float = 0.95,
+    max_seeds: int = 1000,
+) -> int | None:
+    """How many seeds an inconclusive interval would need to decide, if nothing else changed.
+
+    ``[low, high]`` is a Student-t ``confidence`` interval of a mean over ``seeds`` seeds; its
+    spread is s = half-width x sqrt(n) / t(n-1). The answer is the smallest m > n with
+    t(m-1) s / sqrt(m) < |estimate - b|, b the region's boundary that the interval straddles
+    (the budget that would make the interval clear it, were the mean and the spread the same).
+    None where the verdict is not inconclusive, there is no interval (fewer than two seeds),
+    the estimate sits on the boundary, or more than ``max_seeds`` would be needed.
+    """
+    from scipy import stats as sps
+
+    if seeds is None or seeds < 2 or decide(low, high, region) != INCONCLUSIVE:
+        return None
+    if not all(math.isfinite(v) for v in (estimate, low, high)):
+        return None
+    straddled = [b for b in (region.low, region.high) if math.isfinite(b) and low <= b <= high]
+    if not straddled:
+        return None
+    distance = min(abs(estimate - b) for b in straddled)
+    quantile = 0.5 + confidence / 2
+    spread = (high - low) / 2 * math.sqrt(seeds) / float(sps.t.ppf(quantile, seeds - 1))
+    if distance == 0 or spread == 0:
+        return None
+    for m in range(seeds + 1, max_seeds + 1):
+        if float(sps.t.ppf(quantile, m - 1)) * spread / math.sqrt(m) < distance:
+            return m
+    return None
+
+
+def verdict_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """The rows of :func:`judge` as a table with the book's columns (:data:`COLUMNS`)."""
+    rows = list(rows)
+    for i, row in enumerate(rows):
+        missing = set(COLUMNS) - set(row)
+        if missing:
+            raise ValueError(f"rows[{i}] lacks {sorted(missing)}; build rows with judge()")
+        if row["verdict"] not in VERDICTS:
+            raise ValueError(f"rows[{i}].verdict={row['verdict']!r} is not one of {list(VERDICTS)}")
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+# What a chapter's page shows of its verdict table, with the headers a reader sees.
+SHOWN: dict[str, str] = {
+    "claim": "claim",
+    "setting": "setting",
+    "statement": "the paper says",
+    "quantity": "quantity",
+    "ours": "ours (95% over seeds, or exact)",
+    "test_set": "test set (95%)",
+    "seeds": "seeds",
+    "rule": "rule",
+    "verdict": "verdict",
+    "to_decide": "seeds to decide",
+}
+_COLOURS = {REPRODUCED: "color: green", NOT_REPRODUCED: "color: firebrick"}
+
+
+def styled(table: pd.DataFrame, caption: str, columns: Iterable[str] = tuple(SHOWN)) -> Any:
+    """A verdict table as the book shows it: the ``columns`` (keys of :data:`SHOWN`) under
+    their readers' headers, verdicts coloured, seed counts as integers (blank where none)."""
+    columns = list(columns)
+    unknown = sorted(set(columns) - set(SHOWN))
+    if unknown:
+        raise ValueError(f"columns: unknown {unknown}; allowed: {list(SHOWN)}")
+
+    def count(v: Any) -> str:
+        return "" if v is None or v != v else f"{int(v)}"
+
+    shown = table[columns].rename(columns=SHOWN)
+    integer = [SHOWN[c] for c in ("seeds", "to_decide") if c in columns]
+    return (
+        shown.style.map(lambda v: _COLOURS.get(v, "color: gray"), subset=[SHOWN["verdict"]])
+        .format({c: count for c in integer})
+        .hide(axis="index")
+        .set_properties(**{"text-align": "left", "white-space": "normal"})
+        .set_caption(caption)
+    )
+
+
+def counts(table: pd.DataFrame) -> dict[str, int]:
+    """How many rows of a verdict table have each verdict (every verdict present, maybe 0)."""
+    found = table["verdict"].value_counts()
+    return {v: int(found.get(v, 0)) for v in VERDICTS}
+
+
+def _number(x: float, digits: int = 2, signed: bool = False) -> str:
+    """A number for the page: fixed decimals, two significant digits when smaller than that."""
+    if math.isnan(x):
+        return "n/a"
+    if math.isinf(x):
+        return "∞" if x > 0 else "−∞"
+    sign = "+" if signed else ""
+    if x != 0 and abs(x) < 10.0**-digits:
+        text = f"{x:{sign}.2g}"
+    else:
+        text = f"{x:{sign}.{digits}f}"
+    return text.replace("-", "−")
+
+
+def _threshold(x: float) -> str:
+    return "∞" if x == math.inf else "−∞" if x == -math.inf else f"{x:g}".replace("-", "−")
+
+
+def format_interval(
+    estimate: float,
+    low: float,
+    high: float,
+    unit: str = "",
+    digits: int = 2,
+    *,
+    with_estimate: bool = True,
+) -> str:
+    """``"−1.65 [−2.64, −0.66] pts"``; ``"n/a"`` without an estimate; ``"+0.31 (one seed)"``
+    without an interval; ``with_estimate=False`` gives ``"[−2.64, −0.66] pts"``."""
+    if math.isnan(estimate):
+        return "n/a"
+    head = _number(estimate, digits, signed=True) if with_estimate else ""
+    if math.isnan(low) or math.isnan(high):
+        return f"{head}{unit} (no interval)" if with_estimate else "n/a"
+    if low == high == estimate:
+        return f"{head}{unit}" if with_estimate else f"[{_number(low, digits, True)}]{unit}"
+    interval = f"[{_number(low, digits, True)}, {_number(high, digits, True)}]"
+    return f"{head} {interval}{unit}" if with_estimate else f"{interval}{unit}"
