@@ -43,8 +43,7 @@ from negatives.config import resolve_device, resolve_precision
 from negatives.data import Dataset as Dataset_
 from negatives.data import load_dataset
 from negatives.losses import nt_xent
-from negatives.models import build_model
-from negatives.train import TrainConfig, train
+from negatives.train import TrainConfig, model_for, train
 
 
 class _TwoViews(Dataset):
@@ -88,14 +87,7 @@ def _model(
     config: TrainConfig, images: torch.Tensor, device: str, precision: str, *, channels_last: bool
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.autocast]:
     """The benchmark's model (as the trainer builds it), AdamW and the autocast context."""
-    model = build_model(
-        config.arch,
-        images.shape[1],
-        images.shape[-1],
-        width=config.width,
-        proj_hidden=config.proj_hidden,
-        proj_dim=config.proj_dim,
-    ).to(device)
+    model = model_for(config, images).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

@@ -379,12 +379,10 @@ def shuffled_keys(
     return out
 
 
-def _build_models(
-    config: TrainConfig, data: Dataset, device: str
-) -> tuple[ContrastiveModel, ContrastiveModel | None, Queue | None]:
-    images = data.train_images
-    torch.manual_seed(config.seed)  # the same initialisation in every condition of a seed
-    model = build_model(
+def model_for(config: TrainConfig, images: torch.Tensor) -> ContrastiveModel:
+    """The (freshly initialised) model that ``config`` trains on ``images`` ``(N, C, H, W)``,
+    before shuffle-BN splits its batch norms."""
+    return build_model(
         config.arch,
         images.shape[1],
         images.shape[-1],
@@ -393,6 +391,13 @@ def _build_models(
         proj_dim=config.proj_dim,
         input_dim=images[0].numel(),
     )
+
+
+def _build_models(
+    config: TrainConfig, data: Dataset, device: str
+) -> tuple[ContrastiveModel, ContrastiveModel | None, Queue | None]:
+    torch.manual_seed(config.seed)  # the same initialisation in every condition of a seed
+    model = model_for(config, data.train_images)
     if config.batchnorm_groups > 1:
         split_batchnorm(model, config.batchnorm_groups)
     model = model.to(device)
