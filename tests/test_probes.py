@@ -63,6 +63,8 @@ def test_pack_and_unpack_round_trip(size: int) -> None:
     assert probes.unpack_correct(text, size).tolist() == correct.tolist()
     rows = probes.unpack_rows([text, text], [size, size])
     assert rows.shape == (2, size)
+    table = {"linear_correct": [text, text], "num_test": [size, size]}  # a run table's columns
+    assert probes.correct_matrix(table, "linear_correct").tolist() == rows.tolist()
     with pytest.raises(ValueError, match="size"):
         probes.unpack_correct(text, size + 16)
 

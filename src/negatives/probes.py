@@ -221,6 +221,12 @@ def unpack_rows(packed: Sequence[str], sizes: Sequence[int]) -> np.ndarray:
     return np.stack([unpack_correct(t, int(m)) for t, m in zip(packed, sizes, strict=True)])
 
 
+def correct_matrix(rows: Any, column: str) -> np.ndarray:
+    """``(S, M)`` bool: :func:`unpack_rows` of a table with one row per run, its packed
+    per-image results in ``column`` (e.g. ``linear_correct``) and their size in ``num_test``."""
+    return unpack_rows(list(rows[column]), list(rows["num_test"]))
+
+
 def probe_features(
     train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, *, k: int = 20
 ) -> dict[str, Any]:

@@ -588,7 +588,7 @@ def trend_test_interval(rows: pd.DataFrame, value: str) -> tuple[float, float] |
     w_k = (x - x.mean()) / ((x - x.mean()) ** 2).sum()  # least-squares slope weights
     rows = rows.sort_values(["seed", "K"])
     weights = np.tile(w_k, len(seeds)) / len(seeds)
-    correct = probes.unpack_rows(list(rows[column]), list(rows["num_test"]))
+    correct = probes.correct_matrix(rows, column)
     _, low, high = stats.contrast_bootstrap(correct, weights)
     return low, high
 

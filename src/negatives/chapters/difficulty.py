@@ -511,11 +511,6 @@ def run_baselines(
 # -- summary and verdicts --------------------------------------------------------------------
 
 
-def _correct_matrix(group: pd.DataFrame, column: str) -> np.ndarray:
-    """``(S, M)`` bool: the unpacked ``column`` (e.g. ``linear_correct``) of each row."""
-    return probes.unpack_rows(list(group[column]), list(group["num_test"]))
-
-
 def summarize_conditions(df: pd.DataFrame, metric: str = "linear_accuracy") -> pd.DataFrame:
     """Per ``(group, condition, temperature)``: the mean and 95% interval of ``metric`` over seeds,
     and the paired difference to "all negatives" (group ``main``) at the same temperature and seed.
@@ -566,7 +561,7 @@ def summarize_conditions(df: pd.DataFrame, metric: str = "linear_accuracy") -> p
             col = f"{probe}_correct"
             if seeds:
                 _, tlow, thigh = stats.paired_bootstrap(
-                    _correct_matrix(mine, col), _correct_matrix(both, col)
+                    probes.correct_matrix(mine, col), probes.correct_matrix(both, col)
                 )
             else:
                 tlow = thigh = math.nan

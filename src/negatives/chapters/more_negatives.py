@@ -673,8 +673,7 @@ def k_comparison(
             seeds = sorted(set(top.index) & set(best.index))
             top, best = top.loc[seeds], best.loc[seeds]
             _, row["best_test_low"], row["best_test_high"] = stats.paired_bootstrap(
-                probes.unpack_rows(list(top[col]), list(top["num_test"])),
-                probes.unpack_rows(list(best[col]), list(best["num_test"])),
+                probes.correct_matrix(top, col), probes.correct_matrix(best, col)
             )
         out.append(row)
     return pd.DataFrame(out)
