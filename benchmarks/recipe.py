@@ -40,7 +40,6 @@ from negatives.runs import RunStore
 from negatives.train import TrainConfig, run
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PROBE_VERSION = 1
 
 # The base recipes: the book's encoder (small CNN, width 32) with the settings the chapters
 # used before this study, on all 60,000 training images for 2 epochs (468 steps of 256).
@@ -134,7 +133,7 @@ def _cpu_name() -> str:
 def _evaluate(r: Any, probe_data: Any, device: str) -> dict[str, Any]:
     return r.evaluate(
         "probes-full",
-        {"data": probe_data.fingerprint, "which": "backbone", "version": PROBE_VERSION},
+        {"data": probe_data.fingerprint, "which": "backbone", "version": probes.PROBE_VERSION},
         lambda: probes.evaluate_model(r.load_model(device), probe_data, device=device),
     )
 
@@ -202,19 +201,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base_model = dict(arch=common["arch"], width=common["width"], proj_hidden=128, proj_dim=64)
     if smoke:
         base_model.update(proj_hidden=32, proj_dim=16)
-    key = f"baselines-{probe_data.fingerprint}"
     baselines = {
-        "raw pixels": store.evaluation(
-            key,
-            "pixels-full",
-            {"version": PROBE_VERSION},
-            lambda: probes.pixel_baseline(probe_data),
+        "raw pixels": store.cached(
+            "baseline-pixels", probes.pixel_baseline, data=probe_data, version=probes.PROBE_VERSION
         ),
-        f"random {common['arch']} encoder (width {common['width']})": store.evaluation(
-            key,
-            "random-encoder-full",
-            {**base_model, "seed": 0, "version": PROBE_VERSION},
-            lambda: probes.random_encoder_baseline(probe_data, **base_model, seed=0),
+        f"random {common['arch']} encoder (width {common['width']})": store.cached(
+            "baseline-random-encoder",
+            probes.random_encoder_baseline,
+            data=probe_data,
+            **base_model,
+            seed=0,
+            version=probes.PROBE_VERSION,
         ),
     }
     for label, m in baselines.items():

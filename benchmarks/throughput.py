@@ -2,7 +2,9 @@
 
 The reference: a torch ``DataLoader`` over PIL images with per-image torchvision transforms
 (RandomResizedCrop, RandomHorizontalFlip, ColorJitter with p = 0.8, RandomGrayscale for colour),
-the same model, the same NT-Xent loss, optimiser and batch size, in float32. Ours:
+the same model and the trainer's own training step (``negatives.train.simclr_step`` and
+``update``, the optimiser of ``negatives.train.make_optimizer``) at the same batch size, in
+float32. Ours:
 ``negatives.train.train`` (data on the device as uint8, batched augmentation) as shipped
 (``precision="auto"``: bf16 autocast of the encoder where the device has native bf16) and in
 float32. Both count images per second with both views (2 x batch per step), after a warm-up.
@@ -33,7 +35,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
@@ -42,8 +43,17 @@ from negatives import augment
 from negatives.config import resolve_device, resolve_precision
 from negatives.data import Dataset as Dataset_
 from negatives.data import load_dataset
-from negatives.losses import nt_xent
-from negatives.train import TrainConfig, model_for, train
+from negatives.train import (
+    Batch,
+    Encoder,
+    TrainConfig,
+    make_optimizer,
+    model_for,
+    simclr_step,
+    stream_generator,
+    train,
+    update,
+)
 
 
 class _TwoViews(Dataset):
@@ -55,9 +65,9 @@ class _TwoViews(Dataset):
     def __len__(self) -> int:
         return len(self.pil)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         img = self.pil[i]
-        return self.transform(img), self.transform(img)
+        return self.transform(img), self.transform(img), i
 
 
 def reference_transform(size: int, channels: int, strength: float = 0.5) -> transforms.Compose:
@@ -85,25 +95,25 @@ def _peak_rss_mib() -> float:
 
 def _model(
     config: TrainConfig, images: torch.Tensor, device: str, precision: str, *, channels_last: bool
-) -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.autocast]:
-    """The benchmark's model (as the trainer builds it), AdamW and the autocast context."""
+) -> tuple[Encoder, torch.optim.Optimizer]:
+    """The benchmark's model (as the trainer builds it) as the trainer runs it (autocast where
+    ``precision`` is bf16), and the trainer's optimiser of it."""
     model = model_for(config, images).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    return model, opt, torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+    encoder = Encoder(model, device, bf16=precision == "bf16", channels_last=channels_last)
+    return encoder, make_optimizer(model, config)
 
 
-def _step(model, opt, autocast, v1: torch.Tensor, v2: torch.Tensor, temperature: float) -> None:
-    """One SimCLR step: encoder under ``autocast``, NT-Xent in float32, AdamW."""
-    with autocast:
-        _, z1 = model(v1)
-        _, z2 = model(v2)
-    z1, z2 = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
-    loss = nt_xent(z1, z2, temperature).mean()
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+def _step(
+    encoder: Encoder,
+    opt: torch.optim.Optimizer,
+    batch: Batch,
+    config: TrainConfig,
+    mask_gen: torch.Generator,
+) -> None:
+    """One SimCLR training step exactly as the trainer takes it: its loss, then its update."""
+    update(opt, simclr_step(encoder, batch, config, mask_gen).loss)
 
 
 def bench_reference(
@@ -121,17 +131,19 @@ def bench_reference(
         pin_memory=device == "cuda",
         persistent_workers=workers > 0,
     )
-    model, opt, autocast = _model(config, images, device, precision, channels_last=False)
+    encoder, opt = _model(config, images, device, precision, channels_last=False)
+    gen, labels = stream_generator(0, "mask"), data.train_labels.to(device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     done, t0 = 0, 0.0
-    for i, (v1, v2) in enumerate(loader):
+    for i, (v1, v2, ids) in enumerate(loader):
         if i == warmup:
             if device == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
         v1, v2 = v1.to(device, non_blocking=True), v2.to(device, non_blocking=True)
-        _step(model, opt, autocast, v1, v2, config.temperature)
+        ids = ids.to(device)
+        _step(encoder, opt, Batch(ids, labels[ids], v1, v2), config, gen)
         if i >= warmup:
             done += 1
         if done == steps:
@@ -175,7 +187,7 @@ def bench_ours(data, config: TrainConfig, steps: int, warmup: int, device: str) 
 def bench_model_only(
     data, config: TrainConfig, steps: int, warmup: int, device: str, precision: str
 ) -> dict:
-    """The ceiling of any data pipeline: our training step (same model, channels-last, autocast,
+    """The ceiling of any data pipeline: the trainer's step (same model, channels-last, autocast,
     loss and optimiser) on two fixed batches of views made once, so no data work is timed."""
     torch.manual_seed(0)
     gen = torch.Generator(device=device)
@@ -184,7 +196,10 @@ def bench_model_only(
     v1, v2 = (
         augment.augment(images, gen).contiguous(memory_format=torch.channels_last) for _ in range(2)
     )
-    model, opt, autocast = _model(config, images, device, precision, channels_last=True)
+    encoder, opt = _model(config, images, device, precision, channels_last=True)
+    ids = torch.arange(config.batch_size, device=device)
+    batch = Batch(ids, data.train_labels[: config.batch_size].to(device), v1, v2)
+    mask_gen = stream_generator(0, "mask")
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = 0.0
@@ -193,7 +208,7 @@ def bench_model_only(
             if device == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-        _step(model, opt, autocast, v1, v2, config.temperature)
+        _step(encoder, opt, batch, config, mask_gen)
     if device == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0

@@ -147,6 +147,48 @@ def test_coverage_nonuniform_c100_exact_and_fast(num_draws: int) -> None:
     assert exact > 0 and rel(value, exact) < 1e-9
 
 
+def test_coverage_is_one_where_one_is_its_rounding() -> None:
+    """υ(10^6) for C = 100 is 1 - ~1e-4363: 1.0, from the union bound, without the exact sum."""
+    assert bounds.coverage_probability(10**6, num_classes=100) == 1.0
+    probs = [1 / 200] * 50 + [3 / 200] * 50
+    assert bounds.coverage_probability(10**6, class_probs=probs) == 1.0
+    assert bounds.coverage_probability(10**6, class_probs=[0.5, 0.5, 0.0]) == 0.0
+    assert bounds.coverage_probability(10**6, class_probs=[1.0, 0.0]) == 0.0
+
+
+def first_draws_below_half_ulp(groups: list[tuple[int, int]]) -> int:
+    """The smallest N whose union bound Σ_c (1 - ρ_c)^N is below 2^-54, in exact rationals."""
+    total = sum(c * w for c, w in groups)
+    n = 1
+    while sum(c * Fraction(total - w, total) ** n for c, w in groups) >= Fraction(1, 2**54):
+        n += 1
+    return n
+
+
+@pytest.mark.parametrize(
+    "groups", [[(2, 1)], [(10, 1)], [(100, 1)], [(2, 1), (3, 3)], [(1, 1), (1, 2), (1, 5)]]
+)
+def test_coverage_shortcut_agrees_with_the_exact_value_around_the_switch(
+    groups: list[tuple[int, int]],
+) -> None:
+    """Around the first N where the union bound allows 1.0, the result is the correctly
+    rounded exact υ (uniform: exactly; other priors: the de-Poissonised sum's error before,
+    exactly 1.0 after). [(2, 1)] has bound = 2^-54 exactly at N = 55: the tie rounds to 1.0."""
+    total = sum(c * w for c, w in groups)
+    probs = [w / total for c, w in groups for _ in range(c)]
+    uniform = len(groups) == 1
+    switch = first_draws_below_half_ulp(groups)
+    for n in range(switch - 3, switch + 4):
+        exact = float(step_coverage(n, groups))
+        if uniform:
+            assert bounds.coverage_probability(n, num_classes=len(probs)) == exact, n
+        value = bounds.coverage_probability(n, class_probs=probs)
+        if n >= switch:
+            assert value == exact == 1.0, n
+        else:
+            assert abs(value - exact) < 1e-13, n
+
+
 @pytest.mark.parametrize(
     ("probs", "num_draws"), [([0.1] * 10, 25), ([0.4, 0.3, 0.15, 0.1, 0.05], 20)]
 )
@@ -352,10 +394,12 @@ def test_bound_terms_by_hand_covering_batch() -> None:
     assert out["proposed_sup_upper_bound"] == pytest.approx(
         2 * (l_info - d_f) - math.log(2), rel=1e-12
     )
-    assert math.isnan(out["curl_sup_upper_bound"])  # 1 - τ = 0
+    # 1 - τ = 0: the inequality constrains nothing, the bound is ±inf by the sign of its rhs
+    assert out["curl_sup_rhs"] == pytest.approx(l_info - d_f - math.log(2), abs=1e-12)
+    assert out["curl_sup_upper_bound"] == (math.inf if out["curl_sup_rhs"] >= 0 else -math.inf)
     assert out["upsilon_exact"] == pytest.approx(1 - 2 / 16, rel=1e-12)  # 4 draws, 2 classes
     assert out["tau_exact"] == pytest.approx(1 - 0.5**3, rel=1e-12)
-    assert out["mean_classifier_accuracy"] == 1.0
+    assert out["centroid_accuracy"] == 100.0
     assert out["num_anchors"] == 8 and out["num_batches"] == 2
 
 
@@ -369,8 +413,16 @@ def test_bound_terms_by_hand_uncovered_class() -> None:
     assert out["sub_loss"] == pytest.approx(l_sub, rel=1e-12)
     assert out["sup_term"] == 0.0 and out["sub_term"] == pytest.approx(l_sub, rel=1e-12)
     assert out["proposed_bound"] == pytest.approx(0.5 * (l_sub + math.log(2)) - 0.4, rel=1e-12)
-    assert math.isnan(out["proposed_sup_upper_bound"])
-    assert math.isnan(out["sup_loss_covered"])
+    rhs = out["proposed_sup_rhs"]
+    assert out["proposed_sup_upper_bound"] == (math.inf if rhs >= 0 else -math.inf)  # υ = 0
+    assert math.isnan(out["sup_loss_covered"])  # a conditional mean over no batch: undefined
+
+
+def test_sup_upper_bound_zero_weight() -> None:
+    assert bounds.sup_upper_bound(3.0, 0.5) == 6.0
+    assert bounds.sup_upper_bound(3.0, 0.0) == math.inf  # 0 · L_sup <= 3 holds for every L_sup
+    assert bounds.sup_upper_bound(0.0, -1e-17) == math.inf  # float64 noise around 0
+    assert bounds.sup_upper_bound(-1.0, 0.0) == -math.inf  # no L_sup satisfies 0 · L_sup <= -1
 
 
 def naive_bound_terms(inputs: dict, z_positive: torch.Tensor | None) -> dict[str, float]:

@@ -25,15 +25,15 @@ from negatives.train import TrainConfig
 
 
 def test_params_from_profile_defaults_and_overrides() -> None:
-    p = chapter.BoundsParams.from_profile("smoke", num_passes=3, seeds=1, num_negatives=[1, 7])
+    p = chapter.Params.from_profile("smoke", num_passes=3, seeds=1, num_negatives=[1, 7])
     assert p.num_passes == 3
-    assert p.num_augmentations == chapter.PROFILE_DEFAULTS["smoke"]["num_augmentations"]
+    assert p.num_augmentations == chapter.Params.profiles["smoke"].num_augmentations
     assert p.scan.seeds == 1 and p.scan.num_negatives == (1, 7)
     # None means "the profile's value", for the chapter's fields and the K-scan's alike.
-    q = chapter.BoundsParams.from_profile("smoke", num_passes=None, seeds=None)
-    assert q.num_passes == chapter.PROFILE_DEFAULTS["smoke"]["num_passes"]
-    assert q.scan == chapter.kscan.KScanParams.from_profile("smoke")
-    table = chapter.params_table(p)
+    q = chapter.Params.from_profile("smoke", num_passes=None, seeds=None)
+    assert q.num_passes == chapter.Params.profiles["smoke"].num_passes
+    assert q.scan == chapter.kscan.Params.from_profile("smoke")
+    table = p.table()
     assert {"num_negatives", "num_passes", "num_augmentations", "results_dir"} <= set(
         table["parameter"]
     )
@@ -42,12 +42,10 @@ def test_params_from_profile_defaults_and_overrides() -> None:
 
 
 def test_params_share_the_kscan_configs() -> None:
-    # Chapter 4 builds KScanParams from the same overrides: the configs must be identical.
+    # Chapter 4 embeds the same kscan.Params from the same overrides: the configs must be identical.
     overrides = dict(num_negatives=[3, 7], seeds=2, epochs=1)
-    p = chapter.BoundsParams.from_profile("smoke", num_passes=4, **overrides)
-    assert (
-        p.scan.configs() == chapter.kscan.KScanParams.from_profile("smoke", **overrides).configs()
-    )
+    p = chapter.Params.from_profile("smoke", num_passes=4, **overrides)
+    assert p.scan.configs() == chapter.kscan.Params.from_profile("smoke", **overrides).configs()
 
 
 @pytest.mark.parametrize(
@@ -70,12 +68,12 @@ def test_params_share_the_kscan_configs() -> None:
 )
 def test_bad_params_name_the_parameter(overrides: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
-        chapter.BoundsParams.from_profile("smoke", **overrides)
+        chapter.Params.from_profile("smoke", **overrides)
 
 
 def test_unknown_profile_is_refused() -> None:
     with pytest.raises(ValueError, match="profile"):
-        chapter.BoundsParams.from_profile("huge")
+        chapter.Params.from_profile("huge")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,7 +197,7 @@ def test_bound_inputs_images_and_latent(one_thread) -> None:
 
 
 def test_scan_bounds_end_to_end_and_cached(tmp_path, one_thread) -> None:
-    p = chapter.BoundsParams.from_profile(
+    p = chapter.Params.from_profile(
         "smoke",
         results_dir=str(tmp_path),
         train_size=120,
@@ -418,7 +416,7 @@ def test_verdicts_per_mode_and_data() -> None:
         data="latent", dataset="lat", num_classes=100
     )
     table = chapter.verdicts(pd.concat([a, b, c], ignore_index=True))
-    assert list(table.columns) == list(chapter.vd.COLUMNS)
+    assert list(table.columns) == [*chapter.vd.COLUMNS, "key", "data", "mode", "metric"]
     acc = table[(table.claim == ACC) & table.setting.str.contains("mean classifier")]
     got = {s.split(", K+1")[0]: v for s, v in zip(acc["setting"], acc["verdict"], strict=True)}
     assert got == {
@@ -455,16 +453,17 @@ def test_trend_test_interval_resamples_the_test_images() -> None:
     ],
 )
 def test_the_learning_rate_follows_the_batch_size_by_the_stated_rule(rule, factor) -> None:
-    scan = chapter.kscan.KScanParams.from_profile(
+    scan = chapter.kscan.Params.from_profile(
         "smoke", num_negatives=[15, 63, 255], lr=2e-3, lr_scaling=rule, seeds=1
     )
     configs = scan.configs()
-    for mode, k, _, config in configs:
+    for mode, config in configs:
+        k = config.negatives_per_query
         batch = k + 1 if mode == "batch" else 256
         assert config.batch_size == batch
         assert config.lr == pytest.approx(2e-3 * factor(batch))
     # the largest K is one run in both modes
-    top = [c for mode, k, _, c in configs if k == 255]
+    top = [c for _, c in configs if c.negatives_per_query == 255]
     assert len(set(top)) == 1
     with pytest.raises(ValueError, match="lr_scaling"):
-        chapter.kscan.KScanParams.from_profile("smoke", lr_scaling="cubic")
+        chapter.kscan.Params.from_profile("smoke", lr_scaling="cubic")

@@ -9,15 +9,15 @@ from negatives.chapters import coupon
 
 def test_profiles_differ_only_in_grid_density() -> None:
     smoke, book = (
-        coupon.CouponParams.from_profile("smoke"),
-        coupon.CouponParams.from_profile("book"),
+        coupon.Params.from_profile("smoke"),
+        coupon.Params.from_profile("book"),
     )
     assert smoke.grid_points < book.grid_points
     assert smoke.num_classes == book.num_classes == (10, 100)
 
 
 def test_list_given_as_text_is_parsed() -> None:
-    assert coupon.CouponParams.from_profile("smoke", num_classes="[3, 7]").num_classes == (3, 7)
+    assert coupon.Params.from_profile("smoke", num_classes="[3, 7]").num_classes == (3, 7)
 
 
 @pytest.mark.parametrize(
@@ -32,16 +32,16 @@ def test_list_given_as_text_is_parsed() -> None:
 )
 def test_bad_parameters_are_named(overrides, match) -> None:
     with pytest.raises(ValueError, match=match):
-        coupon.CouponParams.from_profile("smoke", **overrides)
+        coupon.Params.from_profile("smoke", **overrides)
 
 
 def test_unknown_profile_is_named() -> None:
     with pytest.raises(ValueError, match="profile"):
-        coupon.CouponParams.from_profile("medium")
+        coupon.Params.from_profile("medium")
 
 
 def test_table3_matches_the_paper_for_uniform_priors() -> None:
-    df = coupon.expected_draws_table(coupon.CouponParams.from_profile("smoke"))
+    df = coupon.expected_draws_table(coupon.Params.from_profile("smoke"))
     uniform = df.dropna(subset=["paper, Table 3"])
     assert (uniform["ceil (ours)"] == uniform["paper, Table 3"]).all()
     # the extra non-uniform prior needs more draws than the uniform one with the same C
@@ -50,7 +50,7 @@ def test_table3_matches_the_paper_for_uniform_priors() -> None:
 
 
 def test_trap_table_shows_the_float64_error_at_c100() -> None:
-    df = coupon.trap_table(coupon.CouponParams.from_profile("smoke"))
+    df = coupon.trap_table(coupon.Params.from_profile("smoke"))
     row = df[df["N = K+1"] == 128].iloc[0]
     assert row["rel. error (notebook)"] > 1e3
     assert 0 < row["exact"] < 1e-20

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from scipy import stats as scipy_stats
 from torch import nn
 
+from negatives import hardness
 from negatives import verdicts as vd
 from negatives.chapters import difficulty as D
 from negatives.runs import RunStore
@@ -50,24 +51,22 @@ from negatives.train import RANK_BIN_EDGES
 def test_bad_parameters_name_the_parameter(kwargs, name) -> None:
     profile = kwargs.pop("profile", "smoke")
     with pytest.raises(ValueError, match=name):
-        D.DifficultyParams.from_profile(profile, **kwargs)
+        D.Params.from_profile(profile, **kwargs)
 
 
 def test_none_means_profile_default_and_fine_temperature_defaults_to_highest() -> None:
-    P = D.DifficultyParams.from_profile(
-        "smoke", epochs=None, main_conditions=[["all", 0.5], ["all", 0.1]]
-    )
-    assert P.epochs == D.PROFILE_DEFAULTS["smoke"]["epochs"]
+    P = D.Params.from_profile("smoke", epochs=None, main_conditions=[["all", 0.5], ["all", 0.1]])
+    assert P.epochs == D.Params.profiles["smoke"].epochs
     assert P.temperatures == (0.5, 0.1)
     assert P.fine_temperature == 0.5
     # a list given as text, as papermill -p passes it
-    Q = D.DifficultyParams.from_profile("smoke", main_conditions='[["all", 0.2]]')
+    Q = D.Params.from_profile("smoke", main_conditions='[["all", 0.2]]')
     assert Q.main_conditions == (("all", 0.2, Q.seeds),)
-    assert D.DifficultyParams.from_profile("smoke", results_dir=None).results_dir == "results"
+    assert D.Params.from_profile("smoke", results_dir=None).results_dir == "results"
 
 
 def test_a_condition_can_have_its_own_seeds() -> None:
-    P = D.DifficultyParams.from_profile(
+    P = D.Params.from_profile(
         "smoke",
         seeds=2,
         main_conditions=[["all", 0.2, 4], ["hardest 5%", 0.2, 4], ["easiest 95%", 0.2]],
@@ -77,12 +76,12 @@ def test_a_condition_can_have_its_own_seeds() -> None:
              ("all", "hardest 5%", "easiest 95%")}  # fmt: skip
     assert seeds == {"all": [0, 1, 2, 3], "hardest 5%": [0, 1, 2, 3], "easiest 95%": [0, 1]}
     # the book's design: more seeds where the claims at T = 0.2 need them
-    book = D.DifficultyParams.from_profile("book")
+    book = D.Params.from_profile("book")
     assert {(c, t): n for c, t, n in book.main_conditions}[("hardest 5%", 0.2)] > book.seeds
 
 
 def test_conditions_counts_and_regimes() -> None:
-    P = D.DifficultyParams.from_profile("smoke", seeds=3)
+    P = D.Params.from_profile("smoke", seeds=3)
     assert P.temperatures == (0.07, 0.2)
     conds = P.conditions()
     n_fine = len(P.fine_bands)
@@ -112,11 +111,11 @@ def test_conditions_counts_and_regimes() -> None:
     # equal to a main band would share its run: none does here
     assert len({c["config"] for c in conds}) == len(conds)
     # fewer seeds for our own analyses, and none at all
-    fewer = D.DifficultyParams.from_profile("smoke", seeds=3, extra_seeds=1).conditions()
+    fewer = D.Params.from_profile("smoke", seeds=3, extra_seeds=1).conditions()
     assert len(fewer) == 3 * 4 * 2 + (n_fine + 2)
-    assert len(D.DifficultyParams.from_profile("smoke", extra_seeds=0).conditions()) == 2 * 8
+    assert len(D.Params.from_profile("smoke", extra_seeds=0).conditions()) == 2 * 8
     # a reduced design: the 0.1% conditions only at the low temperature
-    some = D.DifficultyParams.from_profile(
+    some = D.Params.from_profile(
         "smoke",
         main_conditions=[
             ["all", 0.2],
@@ -237,9 +236,9 @@ def test_verdicts_on_synthetic_summaries() -> None:
 
 
 def test_base_rate() -> None:
-    assert D.base_rate(torch.tensor([0, 0, 1, 1])) == pytest.approx(0.5)
-    assert D.base_rate(torch.arange(10).repeat(7)) == pytest.approx(0.1)
-    assert D.base_rate(torch.tensor([0, 0, 0, 1])) == pytest.approx(0.75**2 + 0.25**2)
+    assert hardness.base_rate(torch.tensor([0, 0, 1, 1])) == pytest.approx(0.5)
+    assert hardness.base_rate(torch.arange(10).repeat(7)) == pytest.approx(0.1)
+    assert hardness.base_rate(torch.tensor([0, 0, 0, 1])) == pytest.approx(0.75**2 + 0.25**2)
 
 
 def test_same_class_summary_weights_bins_by_width() -> None:
@@ -262,14 +261,14 @@ def test_same_class_summary_weights_bins_by_width() -> None:
                         "rate": rate if epoch == 2 else 0.0,
                     }
                 )
-    s = D.same_class_summary(pd.DataFrame(rows), 0.1).iloc[0]
+    s = hardness.same_class_summary(pd.DataFrame(rows), 0.1).iloc[0]
     expected = [(0.001 * 1.0 + 0.049 * h) / 0.05 for h in (0.3, 0.5)]
     assert s["hard_rate"] == pytest.approx(np.mean(expected))
     assert s["rest_rate"] == pytest.approx(0.1)
     assert s["excess_mean"] == pytest.approx(np.mean(expected) - 0.1)
     assert s["excess_low"] < s["excess_mean"] < s["excess_high"]
     with pytest.raises(ValueError, match="hardest"):
-        D.same_class_summary(pd.DataFrame(rows), 0.1, hardest=0.04)
+        hardness.same_class_summary(pd.DataFrame(rows), 0.1, hardest=0.04)
 
 
 # -- consistency of hardness -----------------------------------------------------------------
@@ -292,7 +291,7 @@ def test_hardness_counts_match_naive_sort() -> None:
     k = F.normalize(torch.randn(40, 5, generator=g), dim=1)
     k[7] = k[3]  # a tie
     for frac in (0.05, 0.1, 0.33):
-        assert torch.equal(D.hardness_counts(q, k, frac, chunk=7), _naive_counts(q, k, frac))
+        assert torch.equal(hardness.hardness_counts(q, k, frac, chunk=7), _naive_counts(q, k, frac))
 
 
 def test_consistency_finds_hub_keys_and_not_random_ones() -> None:
@@ -303,7 +302,7 @@ def test_consistency_finds_hub_keys_and_not_random_ones() -> None:
     queries = F.normalize(torch.randn(nq, d, generator=g) / math.sqrt(d) + 1.0 * common, dim=1)
     keys = F.normalize(torch.randn(nk, d, generator=g), dim=1)
     keys[:5] = F.normalize(common + 0.05 * torch.randn(5, d, generator=g), dim=1)
-    hub = D.consistency_from_features(queries, keys, top_fraction=0.05, null_draws=5)
+    hub = hardness.consistency_from_features(queries, keys, top_fraction=0.05, null_draws=5)
     assert hub["top_count"] == 10
     assert (hub["counts"][:5] == nq).all()
     assert hub["counts"].sum() == nq * 10
@@ -313,7 +312,7 @@ def test_consistency_finds_hub_keys_and_not_random_ones() -> None:
     # independent isotropic features: counts behave like the null
     rand_q = F.normalize(torch.randn(nq, 256, generator=g), dim=1)
     rand_k = F.normalize(torch.randn(nk, 256, generator=g), dim=1)
-    rnd = D.consistency_from_features(rand_q, rand_k, top_fraction=0.05, null_draws=20)
+    rnd = hardness.consistency_from_features(rand_q, rand_k, top_fraction=0.05, null_draws=20)
     assert 0.7 < rnd["variance_ratio"] < 1.5
     assert rnd["frac_hard"] < 0.05 and rnd["frac_easy"] < 0.05
     # the simulated shuffled null agrees with its exact binomial description
@@ -338,20 +337,20 @@ def test_hardness_consistency_on_images_with_identity_encoder() -> None:
     images = torch.randint(128, 256, (300, 1, 8, 8), generator=g, dtype=torch.uint8)
     perm = torch.randperm(300, generator=torch.Generator().manual_seed(0))
     images[perm[:3]] = 255  # keys are perm[:num_keys], in that order
-    out = D.hardness_consistency(_Identity(), images, num_keys=100, num_queries=200, seed=0)
+    out = hardness.hardness_consistency(_Identity(), images, num_keys=100, num_queries=200, seed=0)
     assert out["num_keys"] == 100 and out["num_queries"] == 200 and out["top_count"] == 5
     assert (out["counts"][:3] == 200).all()
     assert out["counts"].sum() == 200 * 5
     assert out["variance_ratio"] > 5 and out["frac_hard"] >= 0.03
     with pytest.raises(ValueError, match="num_keys"):
-        D.hardness_consistency(_Identity(), images, num_keys=200, num_queries=200)
+        hardness.hardness_consistency(_Identity(), images, num_keys=200, num_queries=200)
 
 
 # -- a tiny end-to-end run ---------------------------------------------------------------------
 
 
 def test_run_conditions_end_to_end(tmp_path, one_thread) -> None:
-    P = D.DifficultyParams.from_profile(
+    P = D.Params.from_profile(
         "smoke",
         train_size=256,
         test_size=100,
@@ -382,14 +381,14 @@ def test_run_conditions_end_to_end(tmp_path, one_thread) -> None:
     assert summary["se"].between(0, 10).all()
     ref = summary.set_index("condition").loc["all"]
     assert ref["diff_test_low"] == ref["diff_test_high"] == 0.0  # all vs itself
-    rank = D.same_class_by_rank(runs_, df)
+    rank = hardness.same_class_by_rank(runs_, df, group="main", condition=D.REFERENCE)
     assert len(rank) == len(RANK_BIN_EDGES) - 1  # one run, one epoch
     cons = D.run_consistency(P, runs_, df, data)
     assert len(cons) == 1 and len(cons["counts"].iloc[0]) == 50
     v = D.verdicts(
         summary,
-        D.same_class_summary(rank, D.base_rate(data.train_labels)),
-        D.consistency_summary(cons),
+        hardness.same_class_summary(rank, hardness.base_rate(data.train_labels)),
+        hardness.consistency_summary(cons),
     )
     assert (v["verdict"] == vd.INCONCLUSIVE).all()  # one seed gives no interval
     # the second call reuses every cached run and evaluation

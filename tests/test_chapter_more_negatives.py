@@ -23,21 +23,21 @@ from negatives.chapters import more_negatives as mn
 
 
 def test_params_defaults_and_shared_kscan() -> None:
-    p = mn.MoreNegativesParams.from_profile("smoke")
-    assert p.scan == mn.kscan.KScanParams.from_profile("smoke")
+    p = mn.Params.from_profile("smoke")
+    assert p.scan == mn.kscan.Params.from_profile("smoke")
     assert p.accuracy_margin == 1.0
-    # Chapter 3 with the same overrides builds the same K-scan, hence the same run ids;
-    # this chapter names the image scan's K values scan_num_negatives.
+    # Chapter 3 with the same overrides builds the same K-scan, hence the same run ids: the
+    # scan's parameters have chapter 3's names here too.
     overrides = dict(seeds=1, epochs=1, results_dir="/tmp/x")
-    q = mn.MoreNegativesParams.from_profile(
-        "smoke", scan_num_negatives=[3, 7], num_negatives=[1, 2], **overrides
+    q = mn.Params.from_profile(
+        "smoke", num_negatives=[3, 7], population_num_negatives=[1, 2], **overrides
     )
-    b = bounds.BoundsParams.from_profile("smoke", num_negatives=[3, 7], **overrides)
+    b = bounds.Params.from_profile("smoke", num_negatives=[3, 7], **overrides)
     assert q.scan == b.scan
     assert q.scan.configs() == b.scan.configs()
     assert q.scan.latent_configs() == b.scan.latent_configs()
-    assert q.num_negatives == (1, 2)  # the population scan's K values are separate
-    assert q.results_dir == "/tmp/x" and q.scan.results_dir == "/tmp/x"
+    assert q.population_num_negatives == (1, 2)  # the population scan's K values are separate
+    assert q.scan.results_dir == "/tmp/x"
 
 
 @pytest.mark.parametrize(
@@ -46,24 +46,24 @@ def test_params_defaults_and_shared_kscan() -> None:
         (dict(seeds=0), "seeds"),
         (dict(modes=["nope"]), "modes"),
         (dict(latent_modes=[]), "latent_modes"),
-        (dict(scan_num_negatives=[0, 3]), "scan_num_negatives"),
+        (dict(num_negatives=[0, 3]), "num_negatives"),
         (dict(latent_num_negatives=[-1]), "latent_num_negatives"),
         (dict(dataset="imagenet"), "dataset"),
         (dict(accuracy_margin=-0.5), "accuracy_margin"),
         (dict(num_classes=[1, 3]), "num_classes"),
-        (dict(num_negatives=[0]), "num_negatives"),
+        (dict(population_num_negatives=[0]), "population_num_negatives"),
         (dict(dim=1, num_classes=[3]), "dim"),
         (dict(bogus=3), "bogus"),
     ],
 )
 def test_params_bad_values_name_the_parameter(overrides: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
-        mn.MoreNegativesParams.from_profile("smoke", **overrides)
+        mn.Params.from_profile("smoke", **overrides)
 
 
 def test_params_unknown_profile() -> None:
     with pytest.raises(ValueError, match="profile"):
-        mn.MoreNegativesParams.from_profile("huge")
+        mn.Params.from_profile("huge")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,10 +25,12 @@ def test_linear_probe_is_deterministic_and_its_correct_vector_matches_accuracy()
     xte, yte = _blobs(200, seed=1)
     a = probes.linear_probe(xtr, ytr, xte, yte)
     b = probes.linear_probe(xtr, ytr, xte, yte)
-    assert a["accuracy"] == b["accuracy"] and torch.equal(a["correct"], b["correct"])
-    assert a["correct"].shape == (200,)
-    assert a["accuracy"] == pytest.approx(100 * a["correct"].double().mean().item())
-    assert a["accuracy"] > 90  # separable blobs
+    assert a["linear_accuracy"] == b["linear_accuracy"] and torch.equal(
+        a["linear_correct"], b["linear_correct"]
+    )
+    assert a["linear_correct"].shape == (200,)
+    assert a["linear_accuracy"] == pytest.approx(100 * a["linear_correct"].double().mean().item())
+    assert a["linear_accuracy"] > 90  # separable blobs
 
 
 def test_knn_against_a_loop() -> None:
@@ -42,7 +44,7 @@ def test_knn_against_a_loop() -> None:
         nearest = sorted(range(len(tr)), key=lambda j: -sims[j])[:5]
         votes = np.bincount(ytr[nearest].numpy(), minlength=3)
         expected.append(int(np.argmax(votes)) == int(yte[i]))  # ties to the smaller label
-    assert got["correct"].tolist() == expected
+    assert got["knn_correct"].tolist() == expected
 
 
 def test_mean_classifier_against_a_loop() -> None:
@@ -52,7 +54,27 @@ def test_mean_classifier_against_a_loop() -> None:
     tr, te = F.normalize(xtr, dim=1), F.normalize(xte, dim=1)
     means = torch.stack([tr[ytr == c].mean(0) for c in range(3)])
     expected = [(int((te[i] @ means.T).argmax()) == int(yte[i])) for i in range(len(te))]
-    assert got["correct"].tolist() == expected
+    assert got["mean_correct"].tolist() == expected
+
+
+def test_each_probe_names_its_quantities_as_probe_features_does() -> None:
+    """One name per quantity: a probe's own keys are the keys of the cached evaluation dict."""
+    xtr, ytr = _blobs(60)
+    xte, yte = _blobs(20, seed=4)
+    combined = probes.probe_features(xtr, ytr, xte, yte, k=5)
+    parts = (
+        probes.linear_probe(xtr, ytr, xte, yte),
+        probes.mean_classifier(xtr, ytr, xte, yte),
+        probes.knn_classifier(xtr, ytr, xte, yte, k=5),
+    )
+    for part in parts:
+        assert set(part) <= set(combined)
+        for key, value in part.items():
+            if key.endswith("_correct"):  # a tensor here, packed for JSON there
+                assert probes.pack_correct(value) == combined[key]
+            else:
+                assert value == combined[key]
+    assert set().union(*parts) | {"num_test"} == set(combined)
 
 
 @pytest.mark.parametrize("size", [1, 7, 8, 9, 10000])

@@ -1,15 +1,39 @@
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from negatives import augment, filters, runs
 from negatives import config as cfg
-from negatives import runs
+from negatives import train as train_module
 from negatives.data import load_dataset
-from negatives.train import TrainConfig, TrainingDiverged, execution, run, sweep, train
+from negatives.models import SplitBatchNorm, split_batchnorm
+from negatives.queue import Queue
+from negatives.train import (
+    MOCO_BN_GROUPS,
+    Batch,
+    Checkpoint,
+    Encoder,
+    TrainConfig,
+    TrainingDiverged,
+    device_memory,
+    estimate_memory,
+    execution,
+    fill_queue,
+    moco_step,
+    model_for,
+    run,
+    shuffled_keys,
+    simclr_step,
+    stream_generator,
+    sweep,
+    train,
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,36 +69,217 @@ def _tiny(**kw) -> TrainConfig:
         dict(method="moco", negatives="no-same-class"),
     ],
 )
-def test_every_regime_trains_and_logs(digits, kw) -> None:
+def test_every_regime_trains_and_logs_the_negatives_it_kept(digits, kw) -> None:
     out = train(_tiny(**kw), digits, progress=False)
     h = out.history
     assert h["epoch"] == [1, 2]
-    assert all(math.isfinite(x) for x in h["loss"])
-    if kw.get("negatives") == "no-same-class":
-        assert max(h["same_class_fraction"]) == 0.0
-    if kw.get("negatives") == "random-k":
-        assert h["negatives_used"][-1] == pytest.approx(kw["num_negatives"])
-    if kw.get("method") == "moco" and kw.get("negatives", "all") == "all":
-        assert 127 <= h["negatives_used"][-1] <= 128
-        # same-class rate of the whole queue is near the base rate 1/10 (digits: 10 classes)
-        assert 0.02 < h["same_class_fraction"][-1] < 0.3
+    used, same = h["negatives_used"], h["same_class_fraction"]
+    regime, simclr = kw.get("negatives", "all"), kw["method"] == "simclr"
+    # per query, SimCLR has the other 63 instances of its batch; MoCo the 128 keys of its queue
+    # less its own earlier key, present for the few queries seen again across an epoch's end
+    if regime == "all":
+        assert (used == [63, 63]) if simclr else all(127 <= u <= 128 for u in used)
+    elif regime == "random-k":
+        assert used == [kw["num_negatives"]] * 2
+    elif regime == "band":
+        lo, hi = kw["band_low"], kw["band_high"]
+        counts = [round(filters.band_fraction_kept(lo, hi, n) * n) for n in (63, 127, 128)]
+        assert (
+            (used == [counts[0]] * 2) if simclr else all(counts[1] <= u <= counts[2] for u in used)
+        )
+    if regime == "no-same-class":
+        assert same == [0.0, 0.0] and all(u < (63 if simclr else 128) for u in used)
+    elif regime in ("all", "random-k"):  # the same-class rate is near the base rate 1/10
+        assert all(0.02 < f < 0.3 for f in same)
+    if not simclr:
+        assert len(h["same_class_by_rank"][-1]) == len(train_module.RANK_BIN_EDGES) - 1
 
 
-def test_the_querys_own_key_is_never_its_negative() -> None:
-    # the queue holds the whole data set, so each query's own earlier key is always there
+@pytest.mark.parametrize("queue_size, valid", [(128, [127, 127]), (256, [127, 254])])
+@pytest.mark.parametrize("band", [(0.0, 1.0), (0.0, 0.05), (0.05, 1.0), (0.001, 1.0), (0.1, 0.6)])
+def test_a_band_run_uses_the_bands_count_of_each_querys_valid_negatives(
+    band, queue_size, valid
+) -> None:
+    # 128 samples, one batch of all of them per epoch: after the fill the queue holds each
+    # sample's key once; a queue of 256 then holds 128 empty slots, and after the first epoch
+    # each sample's key twice. A query's own keys are not its negatives, so the valid count is
+    # 128 - 1, then 128 - 1 (Q = 128) or 256 - 2 (Q = 256).
     small = load_dataset("digits", train_size=128, test_size=32)
-    out = train(_tiny(method="moco", epochs=3, batch_size=128), small, progress=False)
-    assert out.history["negatives_used"][-1] == pytest.approx(127)
+    lo, hi = band
+    kw = dict(negatives="band", band_low=lo, band_high=hi) if band != (0.0, 1.0) else {}
+    config = _tiny(method="moco", batch_size=128, queue_size=queue_size, **kw)
+    used = train(config, small, progress=False).history["negatives_used"]
+    assert used == [round(filters.band_fraction_kept(lo, hi, n) * n) for n in valid]
 
 
-def test_training_lowers_the_loss(digits) -> None:
-    out = train(_tiny(epochs=6, method="simclr"), digits, progress=False)
-    assert out.history["loss"][-1] < out.history["loss"][0]
+# -- the training step against a per-query loop ------------------------------------------------
 
 
-def test_latent_class_positives(latent) -> None:
-    out = train(_tiny(arch="mlp", positives="latent-class", batch_size=50), latent, progress=False)
-    assert out.history["loss"][-1] < out.history["loss"][0]
+def _naive_mask(config, sims, valid, query_labels, negative_labels, uniform) -> torch.Tensor:
+    """The regime's keep-mask built one query at a time from its definition. ``uniform``: the
+    (B, N) uniform numbers a random subset is drawn with (the largest k of the valid ones)."""
+    b, n = sims.shape
+    mask = torch.zeros(b, n, dtype=torch.bool)
+    for i in range(b):
+        candidates = [j for j in range(n) if valid[i, j]]
+        if config.negatives == "all":
+            kept = candidates
+        elif config.negatives == "no-same-class":
+            kept = [j for j in candidates if negative_labels[j] != query_labels[i]]
+        elif config.negatives == "random-k":
+            kept = sorted(candidates, key=lambda j: -uniform[i, j])[: config.num_negatives]
+        else:  # band: rank the valid negatives hardest (most similar) first
+            ranked = sorted(candidates, key=lambda j: (-sims[i, j], j))
+            m = len(ranked)
+            kept = [j for r, j in enumerate(ranked) if config.band_low <= r / m < config.band_high]
+        mask[i, kept] = True
+    return mask
+
+
+REGIMES = [
+    dict(negatives="all"),
+    dict(negatives="no-same-class"),
+    dict(negatives="random-k", num_negatives=5),
+    dict(negatives="band", band_low=0.0, band_high=0.2),
+    dict(negatives="band", band_low=0.1, band_high=0.7),
+]
+
+
+def _batch(data, b: int, ids: torch.Tensor | None = None) -> Batch:
+    ids = torch.arange(b) if ids is None else ids
+    g = torch.Generator().manual_seed(3)
+    x = data.train_images[ids]
+    return Batch(ids, data.train_labels[ids], augment.augment(x, g), augment.augment(x, g))
+
+
+@pytest.mark.parametrize("kw", REGIMES)
+def test_simclr_step_masks_and_loss_equal_a_per_query_loop(digits, kw) -> None:
+    config = _tiny(method="simclr", batch_size=16, temperature=0.5, **kw)
+    model, batch = _untrained(config, digits), _batch(digits, 16)
+    encoder = Encoder(model, "cpu")
+    z1, z2 = encoder(batch.v1).detach(), encoder(batch.v2).detach()  # (B, P) each
+    gen = stream_generator(0, "mask")
+    uniform = torch.rand((16, 16), generator=copy.deepcopy(gen))  # what the step will draw
+    step = simclr_step(encoder, batch, config, gen)
+
+    sims = torch.tensor([[float(z1[i] @ z2[j]) for j in range(16)] for i in range(16)])
+    torch.testing.assert_close(step.similarities, sims)
+    valid = ~torch.eye(16, dtype=torch.bool)
+    assert torch.equal(step.valid, valid)
+    mask = _naive_mask(config, sims, valid, batch.labels, batch.labels, uniform)
+    assert torch.equal(step.mask, mask)
+    # NT-Xent (Chen et al. 2020, eq. 1) over the 2B views, with both views of each kept negative
+    z, t, total = torch.cat([z1, z2]), config.temperature, 0.0
+    for a in range(32):
+        i, p = a % 16, (a + 16) % 32
+        negatives = [v for v in range(32) if v % 16 != i and mask[i, v % 16]]
+        logits = torch.stack([z[a] @ z[v] / t for v in [p, *negatives]])
+        total += float(torch.logsumexp(logits, 0) - logits[0])
+    assert float(step.loss.detach()) == pytest.approx(total / 32, rel=1e-5)
+
+
+@pytest.mark.parametrize("kw", REGIMES)
+def test_moco_step_masks_and_loss_equal_a_per_query_loop(digits, kw) -> None:
+    config = _tiny(method="moco", batch_size=16, queue_size=48, bn_groups=2, **kw)
+    model = split_batchnorm(_untrained(config, digits), 2)
+    key_model = copy.deepcopy(model)
+    with torch.no_grad():  # a key encoder that has drifted from the query encoder
+        for p in key_model.parameters():
+            p.add_(0.1)
+    theta_k = [p.clone() for p in key_model.parameters()]
+    # 40 of 48 slots filled, with keys of samples 0..31: about half the batch's queries (samples
+    # 0..15) find their own earlier key (once or more) in the queue, and the last 8 slots are empty
+    g = torch.Generator().manual_seed(1)
+    queue = Queue(48, config.proj_dim)
+    ids = torch.randint(0, 32, (40,), generator=g)
+    queue.enqueue(
+        F.normalize(torch.randn(40, config.proj_dim, generator=g), dim=1),
+        ids,
+        digits.train_labels[ids],
+    )
+    batch = _batch(digits, 16)
+    q = Encoder(copy.deepcopy(model), "cpu")(batch.v1).detach()  # (B, P)
+    mask_gen, shuffle_gen = stream_generator(0, "mask"), stream_generator(0, "shuffle")
+    uniform = torch.rand((16, 48), generator=copy.deepcopy(mask_gen))
+    shuffle_copy = copy.deepcopy(shuffle_gen)
+    step = moco_step(
+        Encoder(model, "cpu"),
+        Encoder(key_model, "cpu"),
+        queue,
+        batch,
+        config,
+        mask_gen,
+        shuffle_gen,
+    )
+
+    sims = torch.tensor([[float(q[i] @ queue.keys[j]) for j in range(48)] for i in range(16)])
+    torch.testing.assert_close(step.similarities, sims)
+    valid = torch.tensor(
+        [[j < 40 and queue.ids[j] != batch.ids[i] for j in range(48)] for i in range(16)]
+    )
+    assert torch.equal(step.valid, valid) and 0 < (~valid[:, :40]).sum() < 40
+    mask = _naive_mask(config, sims, valid, batch.labels, queue.labels, uniform)
+    assert torch.equal(step.mask, mask)
+    # InfoNCE (He et al. 2020, eq. 1): the query's key against the kept keys of the queue
+    assert step.keys is not None and len(queue) == 40  # the step reads the queue, never writes
+    t, total = config.temperature, 0.0
+    for i in range(16):
+        logits = torch.stack([q[i] @ k / t for k in [step.keys[i], *queue.keys[mask[i]]]])
+        total += float(torch.logsumexp(logits, 0) - logits[0])
+    assert float(step.loss.detach()) == pytest.approx(total / 16, rel=1e-5)
+    # the keys came from the key encoder after its momentum update (He et al. 2020, eq. 2)
+    m = config.momentum
+    for before, pk, pq in zip(theta_k, key_model.parameters(), model.parameters(), strict=True):
+        torch.testing.assert_close(pk, m * before + (1 - m) * pq)
+    keys = shuffled_keys(Encoder(key_model, "cpu"), batch.v2, 2, shuffle_copy)
+    torch.testing.assert_close(step.keys, keys)
+
+
+def test_fill_queue_holds_the_first_queue_size_samples_of_the_plan(digits) -> None:
+    # a queue size that is no multiple of the batch size: the last batch of the fill is short
+    config = _tiny(method="moco", queue_size=100, batch_size=64)
+    model = _untrained(config, digits)
+    plan = train_module._plan_epoch(
+        512, digits.train_images, digits.train_labels, config, stream_generator(0, "data")
+    )
+    queue = Queue(100, config.proj_dim)
+    fill_queue(queue, Encoder(model, "cpu"), digits.train_images, digits.train_labels, plan, 64)
+    assert len(queue) == 100 and torch.equal(queue.ids, plan.perm[:100])
+    assert torch.equal(queue.labels, digits.train_labels[plan.perm[:100]])
+    used = train(config, digits, progress=False).history["negatives_used"]
+    assert all(99 <= u <= 100 for u in used)
+
+
+def _nearest_neighbour_accuracy(model, data) -> float:
+    """Test samples whose nearest training sample (cosine of the projections) shares its class."""
+    model.eval()
+    with torch.no_grad():
+        train_z = F.normalize(model(augment.to_float(data.train_images))[1], dim=1)
+        test_z = F.normalize(model(augment.to_float(data.test_images))[1], dim=1)
+    nearest = (test_z @ train_z.T).argmax(dim=1)  # (N_test,)
+    return (data.train_labels[nearest] == data.test_labels).float().mean().item()
+
+
+def _untrained(config, data):
+    torch.manual_seed(config.seed)  # the trainer's initialisation
+    return model_for(config, data.train_images)
+
+
+def test_training_with_views_brings_same_class_images_together(digits, one_thread) -> None:
+    # instance discrimination on augmented views learns features in which a held-out image's
+    # nearest training image is more often of its class than at initialisation (0.59 -> 0.68)
+    config = _tiny(epochs=6, method="simclr")
+    before = _nearest_neighbour_accuracy(_untrained(config, digits), digits)
+    after = _nearest_neighbour_accuracy(train(config, digits, progress=False).model, digits)
+    assert after > before + 0.05
+
+
+def test_latent_class_positives_teach_the_classes(latent, one_thread) -> None:
+    # positives drawn from the same latent class (Saunshi et al. 2019) cluster the classes
+    config = _tiny(arch="mlp", positives="latent-class", batch_size=50, epochs=3)
+    before = _nearest_neighbour_accuracy(_untrained(config, latent), latent)
+    after = _nearest_neighbour_accuracy(train(config, latent, progress=False).model, latent)
+    assert after > before + 0.1  # 0.51 -> 0.75
 
 
 def test_same_seed_gives_identical_results_and_another_seed_does_not(digits) -> None:
@@ -99,6 +304,26 @@ def test_interrupted_run_resumes_to_the_same_result(digits, tmp_path, method) ->
     resumed = train(config, digits, checkpoint=ckpt, progress=False)
     assert resumed.history["epoch"] == [1, 2, 3]
     assert resumed.history["loss"] == pytest.approx(whole.history["loss"], rel=1e-6)
+
+
+def test_the_checkpoint_file_keeps_its_format_and_belongs_to_one_config(digits, tmp_path) -> None:
+    config = _tiny(method="moco", epochs=2)
+    path = tmp_path / "ckpt.pt"
+    train(config, digits, checkpoint=path, progress=False, stop_after_epochs=1)
+    # a plain dict with the keys the trainer has always written, so older checkpoints resume
+    raw = runs.load_torch(path)
+    assert set(raw) == {f.name for f in dataclasses.fields(Checkpoint)}
+    assert set(raw) == {"config", "model", "key_model", "optimizer", "queue", "generators"} | {
+        "torch_rng",
+        "history",
+        "epoch",
+        "elapsed",
+    }
+    state = Checkpoint.load(path, config)
+    assert state is not None and state.epoch == 1 and state.history["epoch"] == [1]
+    assert set(state.generators) == {"data", "mask", "shuffle"} and state.queue["num_filled"] == 128
+    assert Checkpoint.load(path, config.replace(seed=1)) is None  # another run's: start afresh
+    assert Checkpoint.load(tmp_path / "missing.pt", config) is None
 
 
 def test_divergence_stops_with_a_clear_error_and_keeps_the_checkpoint(digits, tmp_path) -> None:
@@ -155,11 +380,62 @@ def test_run_cache_reuses_finished_runs_and_detects_corruption(digits, tmp_path)
         (dict(epochs=0), "epochs"),
         (dict(device="tpu"), "device"),
         (dict(precision="fp16"), "precision"),
+        (dict(width=math.nan), "width=nan must be an integer"),
+        (dict(queue_size=math.inf), "queue_size=inf must be an integer"),
+        (dict(epochs=-math.inf), "epochs=-inf must be an integer"),
+        (dict(negatives="random-k", num_negatives=math.nan), "num_negatives=nan"),
+        (dict(method="moco", bn_groups=math.inf), "bn_groups=inf"),
     ],
 )
 def test_bad_config_names_the_parameter(kw, match) -> None:
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kw)
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_allocation(monkeypatch):
+    """Fail the test if the trainer gets as far as building its models and queue."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the run allocated its models and queue before refusing")
+
+    monkeypatch.setattr(train_module, "_build_models", refuse)
+    monkeypatch.setattr(train_module, "device_memory", lambda device: 24 * 10**9)
+
+
+def test_a_queue_too_large_for_the_machine_is_refused_by_name(digits, no_allocation) -> None:
+    # 10^9 keys of 16 floats with ids and labels: 80 GB; its (64, 1 + 10^9) logits: 2 TB
+    config = _tiny(method="moco", queue_size=10**9)
+    with pytest.raises(ValueError, match="this machine has 24.0 GB") as err:
+        train(config, digits, progress=False)
+    message = str(err.value)
+    assert "batch_size=64, queue_size=1000000000 needs about 2,048 GB" in message
+    assert "queue_size=1000000000, proj_dim=16 needs about 80.0 GB for the queue of keys" in message
+
+
+def test_a_width_too_large_for_the_machine_is_refused_by_name(digits, no_allocation) -> None:
+    with pytest.raises(ValueError, match=r"width=100000 needs about [\d,.]+ GB for the encoder"):
+        train(_tiny(width=10**5), digits, progress=False)
+    with pytest.raises(ValueError, match="width=10000000000.*too large to build"):
+        train(_tiny(width=10**10), digits, progress=False)  # its parameter count overflows
+
+
+def test_memory_estimate_of_a_small_run(digits) -> None:
+    config = _tiny(method="moco")
+    needs = {need.what: need for need in estimate_memory(config, digits)}
+    assert needs["the queue of keys"].bytes == 128 * (16 * 4 + 16)
+    weights = sum(p.numel() for p in model_for(config, digits.train_images).parameters())
+    head = "the projection head (weights, gradients, optimiser state)"
+    encoder = "the encoder (weights, gradients, optimiser state)"
+    # weights, gradients, AdamW's two moments and the key encoder: 5 float32 copies
+    assert needs[encoder].bytes + needs[head].bytes == 5 * 4 * weights
+    assert needs["the activations kept for backward"].bytes > 0
+    assert sum(n.bytes for n in needs.values()) < device_memory("cpu")
+    sgd = {n.what: n.bytes for n in estimate_memory(config.replace(optimizer="sgd"), digits)}
+    assert sgd[encoder] + sgd[head] == 4 * 4 * weights
 
 
 def test_config_fields_are_plain_values() -> None:
@@ -214,9 +490,6 @@ def test_run_identity_includes_the_resolved_precision_and_threads(
 
 
 def test_a_querys_key_is_normalised_with_other_samples_than_its_query() -> None:
-    from negatives.models import SplitBatchNorm
-    from negatives.train import shuffled_keys, stream_generator
-
     b, groups = 64, 8
     x = torch.randn(b, 5, generator=torch.Generator().manual_seed(0)) * 3
     bn = SplitBatchNorm(5, groups).train()
@@ -245,9 +518,6 @@ def test_a_querys_key_is_normalised_with_other_samples_than_its_query() -> None:
 
 
 def test_moco_trains_with_split_batchnorm_by_default(digits) -> None:
-    from negatives.models import SplitBatchNorm
-    from negatives.train import MOCO_BN_GROUPS
-
     assert _tiny(method="moco").batchnorm_groups == MOCO_BN_GROUPS
     assert _tiny(method="simclr").batchnorm_groups == 1
     out = train(_tiny(method="moco", bn_groups=4), digits, progress=False)
@@ -278,14 +548,12 @@ def test_bad_batchnorm_groups_and_schedule_are_named(kw, match) -> None:
 
 def _recorded_views(config, data, monkeypatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(sample ids, both views stacked) of every training step of ``config``."""
-    from negatives import train as train_module
-
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
     original = train_module._views
 
-    def spy(images, idx, plan, where):
-        v1, v2 = original(images, idx, plan, where)
-        seen.append((idx.clone(), torch.stack([v1, v2], dim=1)))
+    def spy(images, plan, where):
+        v1, v2 = original(images, plan, where)
+        seen.append((plan.perm[where].clone(), torch.stack([v1, v2], dim=1)))
         return v1, v2
 
     monkeypatch.setattr(train_module, "_views", spy)

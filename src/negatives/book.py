@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
+import io
 import json
 import logging
 import os
@@ -143,6 +145,34 @@ def parse_params(items: Sequence[str]) -> dict[str, Any]:
         except (ValueError, SyntaxError):
             params[name] = text
     return params
+
+
+def final_lines(text: str) -> list[str]:
+    """What a terminal would show at the end: each line's last carriage-return segment (a
+    progress bar's final state), blank lines and repeats dropped."""
+    out: list[str] = []
+    for line in text.split("\n"):
+        last = line.split("\r")[-1].rstrip()
+        if last and (not out or out[-1] != last):
+            out.append(last)
+    return out
+
+
+@contextlib.contextmanager
+def stderr_to_page() -> Iterator[None]:
+    """Run a chapter's computations with their stderr (progress bars, the run cache's notices
+    such as "corrupt, set aside") shown on the page instead: captured, then printed to stdout,
+    one final line per bar. The book build treats stderr as an error (a stray warning on a
+    published page is usually a real problem); progress and notices are not. (The kernel
+    forwards even its process's own stderr to the page, so nothing can stay live there.)"""
+    kept = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(kept):
+            yield
+    finally:
+        lines = final_lines(kept.getvalue())
+        if lines:
+            print("\n".join(lines))
 
 
 def _now() -> str:

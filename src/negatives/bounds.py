@@ -30,6 +30,10 @@ from negatives import config as cfg
 # accuracy claim of coverage_probability holds for results above that.
 _LOG_TINY = -700.0
 
+# Half an ulp of 1.0 below it: every real number in (1 - 2^-54, 1] rounds to 1.0 in float64.
+# The log of the union bound below is computed to ~1e-15 relative; the margin absorbs that.
+_LOG_HALF_ULP_OF_ONE = -54.0 * math.log(2.0) - 1e-9
+
 
 # --------------------------------------------------------------------------------------------
 # Coupon collector
@@ -157,12 +161,36 @@ def coverage_probability(
     Other priors: de-Poissonisation, a sum of non-negative terms with relative error < 1e-10 for
     C <= 100 and N <= 2000 (see ``_coverage_poissonized``); results below ~1e-280 are only
     accurate in absolute terms. A class with ρ_c = 0 can never be drawn, so υ = 0.
+
+    Where the union bound 1 - υ <= Σ_c (1 - ρ_c)^N (uniform: C (1 - 1/C)^N) is below half an
+    ulp of 1.0 (2^-54), υ rounds to 1.0 and 1.0 is returned without the sums, whose cost grows
+    with N (the uniform one holds integers of N log2 C bits): υ(10^6) for C = 100 is immediate.
     """
     n = cfg.check_int("num_draws", num_draws, minimum=1)
     prior = _prior(num_classes, class_probs)
+    if _missing_class_bound_log(n, prior) < _LOG_HALF_ULP_OF_ONE:
+        return 1.0  # the rounding of the exact value; the exact sum costs ~ C N log C bits
     if isinstance(prior, int):
         return _ratio(_uniform_surjections(n, prior), prior**n)
     return _coverage_poissonized(n, prior)
+
+
+def _missing_class_bound_log(num_draws: int, prior: np.ndarray | int) -> float:
+    """log of the union bound 1 - υ(N) = P(some class is missing) <= Σ_c (1 - ρ_c)^N.
+
+    C (1 - 1/C)^N for a uniform prior; -inf for a single class (υ = 1 for every N). In log
+    space (log-sum-exp), so that neither the bound nor its terms underflow.
+    """
+    if isinstance(prior, int):
+        if prior == 1:
+            return -math.inf
+        return math.log(prior) + num_draws * math.log1p(-1.0 / prior)
+    with np.errstate(divide="ignore"):  # ρ_c = 1 (all other classes 0): log (1 - 1)^N = -inf
+        logs = num_draws * np.log1p(-prior)  # (C,): log (1 - ρ_c)^N
+    top = float(logs.max())
+    if top == -math.inf:
+        return -math.inf
+    return top + math.log(math.fsum(np.exp(logs - top)))
 
 
 def naive_coverage_probability(num_draws: int, num_classes: int, form: str = "notebook") -> float:
@@ -339,7 +367,21 @@ def evaluation_batches(num_samples: int, batch_size: int, num_passes: int, seed:
 
 
 def _safe_div(num: float, den: float) -> float:
+    """A conditional mean ``num / den``: undefined (nan) when the event has probability 0."""
     return num / den if den > 0 else math.nan
+
+
+def sup_upper_bound(rhs: float, weight: float) -> float:
+    """L_sup <= rhs / weight, the upper bound on the supervised loss from ``weight · L_sup <= rhs``.
+
+    ``weight`` is υ (Nozawa & Sato) or 1 - τ (CURL). Where it is 0 in the sample the inequality
+    constrains nothing: for rhs >= 0 it holds for every L_sup, so the bound is +inf (vacuous,
+    and so plotted and counted); for rhs < 0 no L_sup satisfies it and the bound is -inf. A
+    negative weight (float64 noise around 0) counts as 0.
+    """
+    if weight > 0:
+        return rhs / weight
+    return math.inf if rhs >= 0 else -math.inf
 
 
 def bound_terms(
@@ -397,11 +439,13 @@ def bound_terms(
       first is the correct algebra and keep this one only to reproduce their figure;
       ``curl_sup_upper_bound`` = (L_Info - d_f - collision_term - E[1{no col, not covered}
       L_sub]) / (1 - τ), as their notebook (the covered, collision-free part stands for
-      (1-τ) L_sup). Division by a zero υ or 1-τ gives nan.
+      (1-τ) L_sup). A zero υ or 1-τ gives ±inf (:func:`sup_upper_bound`);
+      ``proposed_sup_rhs`` / ``curl_sup_rhs`` are the right-hand sides before the division.
     * ``upsilon_exact`` / ``tau_exact``: :func:`coverage_probability` (K+1 draws) and
       :func:`collision_probability` (K) under the empirical class frequencies of ``labels``
       (batches are drawn without replacement from a finite set, so these differ slightly).
-    * ``mean_classifier_accuracy``: argmax_c z̄_i·μ_c == y, as the authors' reference accuracy.
+    * ``centroid_accuracy``: the mean classifier's test accuracy in % (argmax_c z̄_i·μ_c == y),
+      the authors' ``centroid_accuracy``.
     * bookkeeping: ``num_negatives``, ``num_passes``, ``num_batches``, ``num_anchors``,
       ``temperature``, and ``sub_loss_no_collision_uncovered`` (the numerator piece of
       ``curl_sup_upper_bound``).
@@ -444,7 +488,7 @@ def bound_terms(
     sup_per = torch.logsumexp(scores, dim=1) - scores.gather(1, y[:, None]).squeeze(1)  # (N,)
     gap = (z * (mu[y] - z_bar)).sum(dim=1) / t  # (N,)
     d_per = torch.clamp(gap, max=0.0)
-    accuracy = ((z_bar @ mu.T).argmax(dim=1) == y).to(f64).mean().item()
+    accuracy = 100.0 * ((z_bar @ mu.T).argmax(dim=1) == y).to(f64).mean().item()  # (N, C) -> %
 
     batches = evaluation_batches(n, k + 1, passes, seed).to(device)  # (P, nb, B)
     _, nb, b = batches.shape
@@ -507,6 +551,7 @@ def bound_terms(
     tau_exact = collision_probability(k, class_probs=probs)
 
     proposed_rhs = 2.0 * (info_loss - d_f) - sub_term - collision
+    curl_rhs = info_loss - d_f - collision - mean["curl_nc"]
     return {
         "num_negatives": float(k),
         "num_passes": float(passes),
@@ -530,11 +575,13 @@ def bound_terms(
         "sub_loss_no_collision_uncovered": mean["curl_nc"],
         "proposed_bound": 0.5 * (sup_term + sub_term + collision) + d_f,
         "curl_bound": mean["curl_sub"] + collision + d_f,
-        "proposed_sup_upper_bound": _safe_div(proposed_rhs, upsilon),
-        "proposed_sup_upper_bound_exact_upsilon": _safe_div(proposed_rhs, upsilon_exact),
-        "proposed_sup_upper_bound_notebook": _safe_div(
+        "proposed_sup_rhs": proposed_rhs,
+        "curl_sup_rhs": curl_rhs,
+        "proposed_sup_upper_bound": sup_upper_bound(proposed_rhs, upsilon),
+        "proposed_sup_upper_bound_exact_upsilon": sup_upper_bound(proposed_rhs, upsilon_exact),
+        "proposed_sup_upper_bound_notebook": sup_upper_bound(
             2.0 * (info_loss - d_f) - 0.5 * sub_term - collision, upsilon
         ),
-        "curl_sup_upper_bound": _safe_div(info_loss - d_f - collision - mean["curl_nc"], 1.0 - tau),
-        "mean_classifier_accuracy": accuracy,
+        "curl_sup_upper_bound": sup_upper_bound(curl_rhs, 1.0 - tau),
+        "centroid_accuracy": accuracy,
     }

@@ -6,6 +6,7 @@ and what is allowed, so that a papermill run with ``-p name value`` fails with a
 
 from __future__ import annotations
 
+import ast
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -13,6 +14,14 @@ from typing import Any
 PROFILES: tuple[str, ...] = ("smoke", "book", "full")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+# The papers' image setting, shared by the full profiles of the training chapters: ResNet-18 on
+# CIFAR-10 for 200 epochs.
+FULL_ENCODER: dict[str, object] = {
+    "dataset": "cifar10",
+    "arch": "resnet18-cifar",
+    "width": 64,
+    "epochs": 200,
+}
 
 
 def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
@@ -24,7 +33,9 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
 
 
 def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
-    """An integer (bools refused) in ``[minimum, maximum]``."""
+    """An integer (bools refused; a float only if it is a whole number) in ``[minimum, maximum]``."""
+    if isinstance(value, float) and not math.isfinite(value):  # int() of it would not name us
+        raise ValueError(f"{name}={value!r} must be an integer, not a non-finite number")
     if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
         raise ValueError(f"{name}={value!r} must be an integer")
     value = int(value)
@@ -87,7 +98,7 @@ def check_profile(profile: Any) -> str:
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``."""
     check_choice("device", device, DEVICES)
-    import torch
+    import torch  # on first use: the book's command line imports this module, never torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -102,7 +113,7 @@ def native_bf16(device: str) -> bool:
     On the CPU that needs AVX512-BF16 or AMX (otherwise oneDNN emulates bf16 and it is slower
     than float32).
     """
-    import torch
+    import torch  # on first use, as in resolve_device
 
     if device == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
@@ -157,8 +168,6 @@ def merge_profile(
 
 def parse_list(name: str, text: str) -> Any:
     """A list given as text, as ``papermill -p name '[1, 2]'`` passes it (or ``'a,b'``)."""
-    import ast
-
     stripped = text.strip()
     if stripped.startswith(("[", "(")):
         try:

@@ -22,6 +22,8 @@ from negatives.data import Dataset
 from negatives.models import build_model
 
 FEATURES = ("backbone", "projection")
+# Part of every cached probe result's key: bump it when the probes change, so that they are redone.
+PROBE_VERSION = 2
 
 
 @torch.no_grad()
@@ -126,8 +128,9 @@ def linear_probe(
 
     Deterministic: full batch, a seeded start, float32 (on 60,000 x 128 features 200
     iterations take about 6 s on two CPU cores; float64 moved no accuracy by more than 0.02
-    points in our checks). Returns test ``accuracy`` (%), test cross-entropy ``loss`` and
-    ``correct``, the ``(M,)`` bool tensor of correctly classified test samples.
+    points in our checks). Returns test ``linear_accuracy`` (%), test cross-entropy
+    ``linear_loss`` and ``linear_correct``, the ``(M,)`` bool tensor of correctly classified
+    test samples: the keys of :func:`probe_features` (which packs ``linear_correct``).
     """
     cfg.check_float("weight_decay", weight_decay, 0.0)
     cfg.check_int("max_iter", max_iter, 1)
@@ -151,9 +154,9 @@ def linear_probe(
         logits = xte @ w + b  # (M, C)
         correct = logits.argmax(1) == test_y
         return {
-            "accuracy": 100.0 * correct.double().mean().item(),
-            "loss": F.cross_entropy(logits, test_y).item(),
-            "correct": correct,
+            "linear_accuracy": 100.0 * correct.double().mean().item(),
+            "linear_loss": F.cross_entropy(logits, test_y).item(),
+            "linear_correct": correct,
         }
 
 
@@ -163,7 +166,7 @@ def mean_classifier(
     """Centroid classifier (Arora et al. 2019, Nozawa & Sato 2021): score_c = f(x) . mu_c.
 
     With ``normalize`` the features are L2-normalised first (the means are not renormalised).
-    Returns ``accuracy`` (%) and ``correct`` ``(M,)`` bool.
+    Returns ``mean_accuracy`` (%) and ``mean_correct`` ``(M,)`` bool, as :func:`probe_features`.
     """
     if normalize:
         train_x, test_x = F.normalize(train_x, dim=1), F.normalize(test_x, dim=1)
@@ -172,7 +175,7 @@ def mean_classifier(
     means.index_add_(0, train_y, train_x)
     means /= torch.bincount(train_y, minlength=num_classes).clamp_min(1)[:, None].to(train_x.dtype)
     correct = (test_x @ means.T).argmax(1) == test_y  # (M, C) -> (M,)
-    return {"accuracy": 100.0 * correct.double().mean().item(), "correct": correct}
+    return {"mean_accuracy": 100.0 * correct.double().mean().item(), "mean_correct": correct}
 
 
 def knn_classifier(
@@ -186,7 +189,7 @@ def knn_classifier(
 ) -> dict[str, Any]:
     """k nearest neighbours by cosine similarity, majority vote (ties to the smaller label).
 
-    Returns ``accuracy`` (%) and ``correct`` ``(M,)`` bool.
+    Returns ``knn_accuracy`` (%) and ``knn_correct`` ``(M,)`` bool, as :func:`probe_features`.
     """
     cfg.check_int("k", k, 1, train_x.shape[0])
     train_x, test_x = F.normalize(train_x, dim=1), F.normalize(test_x, dim=1)
@@ -198,7 +201,7 @@ def knn_classifier(
         votes = F.one_hot(train_y[nn_idx], num_classes).sum(1)  # (m, C)
         correct.append(votes.argmax(1) == test_y[i : i + chunk])
     hits = torch.cat(correct)
-    return {"accuracy": 100.0 * hits.double().mean().item(), "correct": hits}
+    return {"knn_accuracy": 100.0 * hits.double().mean().item(), "knn_correct": hits}
 
 
 def pack_correct(correct: Tensor) -> str:
@@ -240,14 +243,14 @@ def probe_features(
     mean = mean_classifier(train_x, train_y, test_x, test_y)
     knn = knn_classifier(train_x, train_y, test_x, test_y, k=min(k, train_x.shape[0]))
     return {
-        "linear_accuracy": lin["accuracy"],
-        "linear_loss": lin["loss"],
-        "mean_accuracy": mean["accuracy"],
-        "knn_accuracy": knn["accuracy"],
+        "linear_accuracy": lin["linear_accuracy"],
+        "linear_loss": lin["linear_loss"],
+        "mean_accuracy": mean["mean_accuracy"],
+        "knn_accuracy": knn["knn_accuracy"],
         "num_test": int(test_y.shape[0]),
-        "linear_correct": pack_correct(lin["correct"]),
-        "mean_correct": pack_correct(mean["correct"]),
-        "knn_correct": pack_correct(knn["correct"]),
+        "linear_correct": pack_correct(lin["linear_correct"]),
+        "mean_correct": pack_correct(mean["mean_correct"]),
+        "knn_correct": pack_correct(knn["knn_correct"]),
     }
 
 

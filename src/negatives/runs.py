@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -212,8 +212,21 @@ class RunStore:
         )
         return _canonical(metrics)
 
-    def finished(self, run_ids: Iterable[str]) -> list[str]:
-        return [r for r in run_ids if self.result(r) is not None]
+    def cached(
+        self, name: str, fn: Callable[..., Any], /, *, version: int = 1, **kwargs: Any
+    ) -> Any:
+        """``fn(**kwargs)``, computed once and kept (JSON) under
+        ``<root>/cache/<name>-<hash>.json``; the hash is of the call's own arguments (a data
+        set by its fingerprint) and ``version``, so a new argument or value is a new entry.
+        Bump ``version`` when ``fn``'s numbers change."""
+        key = {k: getattr(v, "fingerprint", v) for k, v in kwargs.items()}
+        path = self.root / "cache" / f"{name}-{config_hash({**key, 'version': version})}.json"
+        hit = read_json(path)
+        if hit is not None:
+            return hit["value"]
+        value = fn(**kwargs)
+        write_json(path, {"name": name, "arguments": key, "version": version, "value": value})
+        return _canonical(value)
 
 
 def load_torch_exists(path: Path) -> bool:

@@ -213,15 +213,17 @@ def seeds_to_decide(
 
 
 def verdict_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """The rows of :func:`judge` as a table with the book's columns (:data:`COLUMNS`)."""
+    """The rows of :func:`judge` as a table with the book's columns (:data:`COLUMNS`), then any
+    extra keys a chapter adds to select rows by (``data``, ``mode``, ``metric``, ...)."""
     rows = list(rows)
+    extra = list(dict.fromkeys(k for row in rows for k in row if k not in COLUMNS))
     for i, row in enumerate(rows):
         missing = set(COLUMNS) - set(row)
         if missing:
             raise ValueError(f"rows[{i}] lacks {sorted(missing)}; build rows with judge()")
         if row["verdict"] not in VERDICTS:
             raise ValueError(f"rows[{i}].verdict={row['verdict']!r} is not one of {list(VERDICTS)}")
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    return pd.DataFrame(rows, columns=[*COLUMNS, *extra])
 
 
 # What a chapter's page shows of its verdict table, with the headers a reader sees.
@@ -306,3 +308,12 @@ def format_interval(
         return f"{head}{unit}" if with_estimate else f"[{_number(low, digits, True)}]{unit}"
     interval = f"[{_number(low, digits, True)}, {_number(high, digits, True)}]"
     return f"{head} {interval}{unit}" if with_estimate else f"{interval}{unit}"
+
+
+def format_number(x: float | None, spec: str = ".2f") -> str:
+    """A number for a sentence: ``∞`` / ``−∞`` for infinities, ``–`` for a missing value."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if math.isinf(x):
+        return "∞" if x > 0 else "−∞"
+    return format(x, spec)

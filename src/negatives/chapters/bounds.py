@@ -1,6 +1,6 @@
 """Chapter 3, bounds against the number of negatives (Nozawa & Sato 2021, section 5).
 
-The chapter's parameters (:class:`BoundsParams`: the shared K-scan of
+The chapter's parameters (:class:`Params`: the shared K-scan of
 :mod:`negatives.chapters.kscan` plus this chapter's evaluation settings) and the functions that
 turn trained encoders into the chapter's tables:
 
@@ -12,13 +12,12 @@ turn trained encoders into the chapter's tables:
   (:func:`paper_comparison`), exact against float64 υ (:func:`upsilon_table`), and
   :func:`verdicts`, one row per claim decided by the rules documented there.
 
-The K-scan's configs are built by :class:`~negatives.chapters.kscan.KScanParams` unchanged, so
+The K-scan's configs are built by :class:`negatives.chapters.kscan.Params` unchanged, so
 chapter 4 reuses the same trained encoders through the run cache.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -32,19 +31,11 @@ from negatives import bounds, probes, stats
 from negatives import config as cfg
 from negatives import verdicts as vd
 from negatives.chapters import kscan
+from negatives.chapters.params import ChapterParams, check_optional_int
 from negatives.data import Dataset, load_dataset, sample_same_class
 from negatives.runs import RunStore
 from negatives.train import Run, TrainConfig
 
-# This chapter's own parameters, per profile (the K-scan's are kscan.PROFILE_DEFAULTS).
-# The authors use 10 passes and 5 x 2 augmentations (code/conf/experiment/evaluation/cifar).
-# ``mean_train_size``: training images (stratified) whose augmented features make the mean
-# classifier mu_c of the bound terms (None: all); 1,000 per class estimate a class mean well.
-PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "smoke": dict(num_passes=2, num_augmentations=2, eval_seed=0, mean_train_size=None),
-    "book": dict(num_passes=10, num_augmentations=4, eval_seed=0, mean_train_size=10000),
-    "full": dict(num_passes=10, num_augmentations=10, eval_seed=0, mean_train_size=None),
-}
 MAX_PASSES = 1000
 MAX_AUGMENTATIONS = 100
 EVAL_VERSION = 3  # bump when the evaluation below changes, so cached evaluations are redone
@@ -95,74 +86,44 @@ TERMS = (
 
 
 @dataclass(frozen=True)
-class BoundsParams:
-    """Chapter 3 parameters: the K-scan's (``scan``) and this chapter's evaluation settings.
+class Params(ChapterParams):
+    """Chapter 3 parameters: the K-scan's (``scan``, flat in the notebook) and the evaluation's.
 
-    * ``scan``: :class:`~negatives.chapters.kscan.KScanParams` (data set, K values, modes,
-      seeds, epochs, temperature, device, latent-class settings, ``results_dir``, ...), shared
-      with chapter 4 so that both train the same encoders.
+    * ``scan``: :class:`negatives.chapters.kscan.Params` (data set, K values, modes, seeds,
+      epochs, temperature, device, latent-class settings, ``results_dir``, ...), embedded in
+      chapter 4 too, so that both train the same encoders.
     * ``num_passes``: passes over the test set in shuffled batches of K+1 (the authors' 10).
     * ``num_augmentations``: augmented views averaged into the mean classifier μ_c and into
       z̄(x) of d(f) (image data only; latent-class vectors are not augmented).
     * ``eval_seed``: seed of the evaluation's augmentations, positives and batches.
+    * ``mean_train_size``: training images (stratified) whose augmented features make the mean
+      classifier μ_c (None: all); 1,000 per class estimate a class mean well.
     """
 
     profile: str
-    scan: kscan.KScanParams
+    scan: kscan.Params
     num_passes: int
     num_augmentations: int
     eval_seed: int
-    mean_train_size: int | None = None
-
-    @classmethod
-    def from_profile(cls, profile: str = "book", **overrides: Any) -> BoundsParams:
-        """Profile defaults, then every override that is not None; all validated.
-
-        Overrides naming a K-scan field go to :meth:`KScanParams.from_profile` (which refuses
-        unknown names, negative K, unknown modes, ...); the others are this chapter's own.
-        """
-        profile = cfg.check_profile(profile)
-        scan_names = {f.name for f in dataclasses.fields(kscan.KScanParams)} - {"profile"}
-        own_names = set(PROFILE_DEFAULTS[profile])
-        unknown = sorted(set(overrides) - scan_names - own_names)
-        if unknown:
-            raise ValueError(
-                f"unknown parameter(s) {unknown}; allowed: {sorted(scan_names | own_names)}"
-            )
-        scan = kscan.KScanParams.from_profile(
-            profile, **{k: v for k, v in overrides.items() if k in scan_names}
-        )
-        own = dict(PROFILE_DEFAULTS[profile])
-        own.update({k: v for k, v in overrides.items() if k in own_names and v is not None})
-        return cls(
-            profile=profile,
-            scan=scan,
-            num_passes=cfg.check_int("num_passes", own["num_passes"], 1, MAX_PASSES),
-            num_augmentations=cfg.check_int(
-                "num_augmentations", own["num_augmentations"], 1, MAX_AUGMENTATIONS
-            ),
-            eval_seed=cfg.check_int("eval_seed", own["eval_seed"], 0),
-            mean_train_size=None
-            if own["mean_train_size"] is None
-            else cfg.check_int("mean_train_size", own["mean_train_size"], 1),
-        )
+    mean_train_size: int | None
 
     def __post_init__(self) -> None:
+        cfg.check_profile(self.profile)
+        cfg.check_int("num_passes", self.num_passes, 1, MAX_PASSES)
+        cfg.check_int("num_augmentations", self.num_augmentations, 1, MAX_AUGMENTATIONS)
+        cfg.check_int("eval_seed", self.eval_seed, 0)
+        check_optional_int("mean_train_size", self.mean_train_size)
         # A batch of K+1 test samples must fit in the test set (bound_terms needs K+1 <= N).
-        largest = max(self.scan.latent_num_negatives)
-        if largest + 1 > self.scan.latent_test_size:
-            raise ValueError(
-                f"latent_num_negatives={list(self.scan.latent_num_negatives)}: K+1 = {largest + 1} "
-                f"exceeds latent_test_size={self.scan.latent_test_size}; the bound terms are "
-                "evaluated on test batches of K+1 samples"
-            )
-        test_size = self.scan.test_size
-        if test_size is not None and max(self.scan.num_negatives) + 1 > test_size:
-            raise ValueError(
-                f"num_negatives={list(self.scan.num_negatives)}: K+1 = "
-                f"{max(self.scan.num_negatives) + 1} exceeds test_size={test_size}; the bound "
-                "terms are evaluated on test batches of K+1 samples"
-            )
+        for name, ks, n in (
+            ("latent_num_negatives", self.scan.latent_num_negatives, self.scan.latent_test_size),
+            ("num_negatives", self.scan.num_negatives, self.scan.test_size),
+        ):
+            if n is not None and max(ks) + 1 > n:
+                size = "latent_test_size" if name.startswith("latent") else "test_size"
+                raise ValueError(
+                    f"{name}={list(ks)}: K+1 = {max(ks) + 1} exceeds {size}={n}; the bound "
+                    "terms are evaluated on test batches of K+1 samples"
+                )
 
     def load_eval_data(self) -> Dataset:
         """The images of the image scan's bound terms: ``mean_train_size`` training images
@@ -192,14 +153,30 @@ class BoundsParams:
         }
 
 
-def params_table(params: BoundsParams) -> pd.DataFrame:
-    """The resolved parameters, K-scan's and the chapter's, as a two-column table."""
-    own = [
-        (name, str(getattr(params, name)))
-        for name in ("num_passes", "num_augmentations", "eval_seed", "mean_train_size")
-    ]
-    table = kscan.params_table(params.scan)
-    return pd.concat([table, pd.DataFrame(own, columns=table.columns)], ignore_index=True)
+BOOK = Params(
+    profile="book",
+    scan=kscan.BOOK,
+    num_passes=10,  # the authors' 10 passes and 5 x 2 augmentations (conf/experiment/evaluation)
+    num_augmentations=4,
+    eval_seed=0,
+    mean_train_size=10000,
+)
+Params.profiles = {
+    "smoke": BOOK.replace(
+        profile="smoke",
+        scan=kscan.Params.profiles["smoke"],
+        num_passes=2,
+        num_augmentations=2,
+        mean_train_size=None,
+    ),
+    "book": BOOK,
+    "full": BOOK.replace(
+        profile="full",
+        scan=kscan.Params.profiles["full"],
+        num_augmentations=10,
+        mean_train_size=None,
+    ),
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,8 +271,8 @@ def terms_from_inputs(
     :func:`negatives.bounds.naive_coverage_probability`), and
     ``proposed_sup_upper_bound_naive_upsilon``: the proposed upper bound on L_sup divided by
     that float64 υ, i.e. what the authors' figure computes where the empirical υ is 0.
-    Upper bounds whose denominator (υ or 1 - τ) is 0 in the sample are +inf (the inequality
-    says nothing), not nan.
+    Upper bounds whose weight (υ or 1 - τ) is 0 in the sample are ±inf, as
+    :func:`negatives.bounds.sup_upper_bound` defines them.
     """
     c = inputs["class_means"].shape[0]
     out = bounds.bound_terms(
@@ -315,27 +292,14 @@ def terms_from_inputs(
     out["centroid_accuracy"] = 100.0 * (pred == inputs["labels"]).double().mean().item()
     out["upsilon_uniform"] = bounds.coverage_probability(k + 1, num_classes=c)
     out["upsilon_naive"] = bounds.naive_coverage_probability(k + 1, c, "notebook")
-    # The proposed inequality solved for L_sup: υ L_sup <= 2 (L_Info - d) - sub_term - Col.
-    proposed_rhs = 2.0 * (out["info_loss"] - out["d_f"]) - out["sub_term"] - out["collision_term"]
-    curl_rhs = (
-        out["info_loss"] - out["d_f"] - out["collision_term"]
-        - out["sub_loss_no_collision_uncovered"]
-    )  # fmt: skip
-    out["proposed_sup_upper_bound_naive_upsilon"] = _divide(proposed_rhs, out["upsilon_naive"])
-    out["proposed_sup_upper_bound"] = _divide(proposed_rhs, out["upsilon"])
-    out["proposed_sup_upper_bound_exact_upsilon"] = _divide(proposed_rhs, out["upsilon_exact"])
-    out["curl_sup_upper_bound"] = _divide(curl_rhs, 1.0 - out["tau"])
+    # what the authors' figure computes where the empirical υ is 0: the float64 υ instead
+    out["proposed_sup_upper_bound_naive_upsilon"] = bounds.sup_upper_bound(
+        out["proposed_sup_rhs"], out["upsilon_naive"]
+    )
     return out
 
 
-def _divide(num: float, den: float) -> float:
-    """num / den, with a zero (or negative, from float64 noise) denominator giving ±inf."""
-    if den > 0:
-        return num / den
-    return math.copysign(math.inf, num) if num != 0 else math.nan
-
-
-def evaluate_run(run: Run, data: Dataset, params: BoundsParams) -> dict[str, float]:
+def evaluate_run(run: Run, data: Dataset, params: Params) -> dict[str, float]:
     """The bound terms of one trained run, computed once and cached with ``Run.evaluate``.
 
     Evaluated at the run's own K (K+1 = the batch size in ``batch`` mode; the fixed batch masked
@@ -377,7 +341,7 @@ def _as_float(value: Any) -> float:
 
 
 def scan_bounds(
-    params: BoundsParams,
+    params: Params,
     kind: str = "image",
     *,
     store: RunStore | None = None,
@@ -388,8 +352,8 @@ def scan_bounds(
     """Train (or reuse) the K-scan of ``kind`` and evaluate the bounds on every run.
 
     ``kind="image"``: the image data set of the profile (trained on ``data``, probed on
-    ``probe_data``, bound terms on ``eval_data``: by default :meth:`KScanParams.load_data`,
-    :meth:`KScanParams.load_probe_data`, :meth:`BoundsParams.load_eval_data`); ``"latent"``:
+    ``probe_data``, bound terms on ``eval_data``: by default :meth:`kscan.Params.load_data`,
+    :meth:`kscan.Params.load_probe_data`, :meth:`Params.load_eval_data`); ``"latent"``:
     the latent-class data with ``latent_classes`` classes, all three roles on the same data.
     One row per run: ``data``, ``dataset``, ``num_classes``, ``mode``, ``K``, ``seed``,
     ``batch_size``, ``run_id``, the probes' accuracies of
@@ -689,31 +653,30 @@ def verdicts(rows: pd.DataFrame) -> pd.DataFrame:
                 ("linear_accuracy", "linear probe"),
             ):
                 mean, low, high, n = trend(g, metric)
-                out.append(
-                    vd.judge(
-                        C["accuracy"],
-                        mean,
-                        low,
-                        high,
-                        setting=f"{setting}, {name}",
-                        seeds=n,
-                        test_set=trend_test_interval(g, metric),
-                    )
+                row = vd.judge(
+                    C["accuracy"],
+                    mean,
+                    low,
+                    high,
+                    setting=f"{setting}, {name}",
+                    seeds=n,
+                    test_set=trend_test_interval(g, metric),
                 )
-            out.append(_curl_verdict(C["curl"], g, setting))
-            out.append(_proposed_verdict(C["proposed"], g, setting))
+                out.append({**row, "key": "accuracy", "data": kind, "mode": mode, "metric": metric})
+            key = {"data": kind, "mode": mode, "metric": None}
+            out.append({**_curl_verdict(C["curl"], g, setting), "key": "curl", **key})
+            out.append({**_proposed_verdict(C["proposed"], g, setting), "key": "proposed", **key})
             for bound, name in (("curl_bound", "CURL"), ("proposed_bound", "proposed")):
                 gap = float((g["info_loss"] - g[bound]).min())
-                out.append(
-                    vd.judge(
-                        C["lower bound"],
-                        gap,
-                        gap,
-                        gap,
-                        setting=f"{setting}, {name} bound, {len(g)} runs",
-                        seeds=int(g["seed"].nunique()),
-                    )
+                row = vd.judge(
+                    C["lower bound"],
+                    gap,
+                    gap,
+                    gap,
+                    setting=f"{setting}, {name} bound, {len(g)} runs",
+                    seeds=int(g["seed"].nunique()),
                 )
+                out.append({**row, "key": "lower bound", **key, "metric": bound})
     return vd.verdict_table(out)
 
 
@@ -754,3 +717,140 @@ def _proposed_verdict(claim: vd.Claim, g: pd.DataFrame, setting: str) -> dict[st
         )
     mean, low, high = _interval_with_infinities((curl - prop).to_numpy(dtype=float))
     return vd.judge(claim, mean, low, high, setting=setting, seeds=len(prop))
+
+
+# ---------------------------------------------------------------------------------------------
+# the chapter
+
+
+def run(P: Params, store: RunStore | None = None) -> dict[str, Any]:
+    """Every table of the chapter: the per-run ``rows`` of both scans, their ``summary`` over
+    seeds, the ``upsilon`` and paper ``comparison`` tables, and the ``verdicts``."""
+    store = store or P.store()
+    rows = pd.concat([scan_bounds(P, kind, store=store) for kind in DATA_KINDS], ignore_index=True)
+    return {
+        "rows": rows,
+        "summary": summarize_over_seeds(rows),
+        "upsilon": upsilon_table(rows),
+        "comparison": paper_comparison(rows),
+        "verdicts": verdicts(rows),
+        "kinds": [k for k in DATA_KINDS if k in set(rows["data"])],
+        "labels": {k: data_label(rows, k) for k in DATA_KINDS if k in set(rows["data"])},
+    }
+
+
+def worst_float64_upsilon(upsilon: pd.DataFrame) -> dict[str, Any]:
+    """The latent scan's K where the authors' float64 υ is furthest from the exact value."""
+    lat = upsilon[(upsilon["data"] == "latent") & (upsilon["exact (uniform)"] > 0)].copy()
+    naive, exact = lat["float64 (authors' notebook)"], lat["exact (uniform)"]
+    lat["rel"] = (naive - exact).abs() / exact
+    worst = lat.sort_values("rel").iloc[-1]
+    return {
+        "K+1": int(worst["K+1"]),
+        "C": int(worst["C"]),
+        "float64": float(worst["float64 (authors' notebook)"]),
+        "exact": float(worst["exact (uniform)"]),
+        "ratio": float(worst["float64 / exact"]),
+        "relative_error": float(worst["rel"]),
+    }
+
+
+def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
+    """Every number the page quotes, by its glue name."""
+    rows, summary, upsilon, verdict_rows = T["rows"], T["summary"], T["upsilon"], T["verdicts"]
+    kinds, label = T["kinds"], T["labels"]
+    modes = kscan.MODE_NAMES
+    out: dict[str, Any] = {
+        "bounds_runs": len(rows),
+        "bounds_seeds": int(rows["seed"].nunique()),
+        "bounds_t": float(P.scan.temperature),
+        "bounds_passes": P.num_passes,
+        "bounds_augmentations": P.num_augmentations,
+        "bounds_min_slope": MIN_ACCURACY_SLOPE,
+        "bounds_lr_scaling": P.scan.lr_scaling,
+    }
+    for kind in kinds:
+        g = rows[rows["data"] == kind]
+        out[f"bounds_{kind}_label"] = label[kind]
+        out[f"bounds_{kind}_k1_range"] = f"{g.K.min() + 1} to {g.K.max() + 1}"
+        out[f"bounds_{kind}_modes"] = " and ".join(modes[m] for m in sorted(set(g["mode"])))
+    out["bounds_latent_c"] = int(rows.loc[rows["data"] == "latent", "num_classes"].iloc[0])
+
+    # accuracy trends, one clause per mode and metric
+    acc = verdict_rows[verdict_rows["key"] == "accuracy"]
+    metric_names = {"centroid_accuracy": "mean classifier", "linear_accuracy": "linear probe"}
+    for kind in kinds:
+        out[f"bounds_{kind}_acc_trends"] = "; ".join(
+            f"{modes[r.mode]}, {metric_names[r.metric]}: {r.ours} per doubling, {r.verdict}"
+            for r in acc[acc["data"] == kind].itertuples()
+        )
+    out["bounds_max_slope_half_width"] = float(((acc["high"] - acc["low"]) / 2).max())
+    lr_rows = rows[rows["data"] == "image"].drop_duplicates("batch_size").sort_values("batch_size")
+    out["bounds_lr_rule"] = ", ".join(
+        f"B = {int(b)}: lr = {lr:.2g}" for b, lr in zip(lr_rows.batch_size, lr_rows.lr, strict=True)
+    )
+
+    worst = worst_float64_upsilon(upsilon)
+    if worst["relative_error"] > 0.01:
+        trap = (
+            f"At K+1 = {worst['K+1']} the float64 sum gives {worst['float64']:.3e} where the "
+            f"exact value is {worst['exact']:.3e}, {worst['ratio']:.3g} times the exact value."
+        )
+    else:
+        trap = (
+            f"With C = {worst['C']} the float64 sum is still accurate at every K of this scan "
+            f"(relative error at most {worst['relative_error']:.1e}); the cancellation needs "
+            "many more classes (see the coupon collector's chapter)."
+        )
+    out["bounds_trap_sentence"] = trap
+    lat = upsilon[upsilon["data"] == "latent"]
+    out["bounds_latent_top_upsilon"] = float(lat.iloc[-1]["empirical"])
+    out["bounds_latent_low_upsilon"] = float(lat.iloc[0]["empirical"])
+    out["bounds_latent_low_k1"] = int(lat.iloc[0]["K+1"])
+
+    # the upper bounds on L_sup at the largest K of each data set (first mode listed)
+    for kind in kinds:
+        s = summary[
+            (summary["data"] == kind) & (summary["K"] == rows.loc[rows.data == kind, "K"].max())
+        ]
+        s = s[s["mode"] == s["mode"].iloc[0]].set_index("term")
+        for term, key in (
+            ("curl_sup_upper_bound", "curl_ub"),
+            ("proposed_sup_upper_bound_exact_upsilon", "prop_ub"),
+            ("sup_loss", "sup"),
+            ("tau", "tau"),
+        ):
+            r = s.loc[term]
+            value = math.inf if r["n_inf"] == r["n"] else r["mean"]
+            out[f"bounds_{kind}_top_{key}"] = vd.format_number(value, ".3g")
+        out[f"bounds_{kind}_top_k1"] = int(s["K+1"].iloc[0])
+
+    # where the CURL number (authors' form) lies below the measured L_sup: no upper bound there
+    wide = wide_summary(rows, ["curl_sup_upper_bound", "sup_loss"])
+    low = wide[wide["curl_sup_upper_bound"] < wide["sup_loss"]]
+    where = "; ".join(f"{label[r.data]}, {r['mode']}, K+1 = {r['K+1']}" for _, r in low.iterrows())
+    out["bounds_curl_below_sup"] = (
+        f"In this run it lies below the measured L_sup at: {where}."
+        if where
+        else "In this run it never lies below the measured L_sup."
+    )
+    for key, name in (("curl", "curl"), ("proposed", "prop")):
+        v = verdict_rows[verdict_rows["key"] == key]
+        out[f"bounds_verdict_{name}"] = "; ".join(
+            f"{label[r.data]}, {modes[r.mode]}: {r.verdict}" for r in v.itertuples()
+        )
+    counts = vd.counts(verdict_rows)
+    out["bounds_n_verdicts"] = len(verdict_rows)
+    for key, word in (
+        ("rep", vd.REPRODUCED),
+        ("notrep", vd.NOT_REPRODUCED),
+        ("inc", vd.INCONCLUSIVE),
+    ):
+        out[f"bounds_n_{key}"] = counts[word]
+    below = verdict_rows[verdict_rows["key"] == "lower bound"]
+    out["bounds_below_all"] = (
+        "in every run"
+        if (below["verdict"] == vd.REPRODUCED).all()
+        else "not in every run (see the table)"
+    )
+    return out

@@ -1,14 +1,12 @@
 """Chapter 1, the coupon collector's view (Nozawa & Sato 2021, sections 3-4).
 
-Parameters of the chapter (:class:`CouponParams`, one field per papermill parameter) and the
+Parameters of the chapter (:class:`Params`, one field per papermill parameter) and the
 functions that turn :mod:`negatives.bounds` into the chapter's tables. Pure maths, so every
 profile runs in seconds; the profile only changes how densely the K axis is sampled.
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +16,7 @@ import pandas as pd
 
 from negatives import bounds
 from negatives import config as cfg
+from negatives.chapters.params import ChapterParams
 from negatives.data import zipf_probs
 
 # Nozawa & Sato (2021), Table 3: ceil(E[K+1]) to draw every class, as published (quotation).
@@ -58,23 +57,9 @@ MAX_CLASSES = 1000  # exact uniform υ costs ~1 s per point at C = 1000, K ~ 800
 MAX_NEGATIVES = 2**15
 MAX_TRAP_CLASSES = 500  # the float64 binomials of the naive sum overflow beyond ~1000
 
-_DEFAULTS: dict[str, dict[str, Any]] = {
-    "smoke": {"grid_points": 24},
-    "book": {"grid_points": 64},
-    "full": {"grid_points": 160},
-}
-_COMMON: dict[str, Any] = {
-    "num_classes": (10, 100),
-    "max_negatives": 8192,
-    "prior": "zipf",
-    "prior_num_classes": 100,
-    "zipf_exponent": 1.0,
-    "trap_num_classes": 100,
-}
-
 
 @dataclass(frozen=True)
-class CouponParams:
+class Params(ChapterParams):
     """Chapter 1 parameters, each one a papermill parameter of ``notebooks/coupon.ipynb``.
 
     * ``num_classes``: C of the uniform priors drawn as υ / τ curves.
@@ -95,55 +80,57 @@ class CouponParams:
     zipf_exponent: float
     trap_num_classes: int
 
-    @classmethod
-    def from_profile(cls, profile: str = "book", **overrides: Any) -> CouponParams:
-        """Profile defaults, then every override that is not None; all validated."""
-        profile = cfg.check_profile(profile)
-        names = {f.name for f in dataclasses.fields(cls)} - {"profile"}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown}; allowed: {sorted(names)}")
-        values = {**_COMMON, **_DEFAULTS[profile]}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        num_classes = values["num_classes"]
-        if isinstance(num_classes, str):  # papermill -p num_classes '[10, 100]' passes a string
-            try:
-                num_classes = ast.literal_eval(num_classes)
-            except (ValueError, SyntaxError):
-                pass  # check_int_list reports it
-        num_classes = cfg.check_int_list("num_classes", num_classes, minimum=2)
+    def __post_init__(self) -> None:
+        cfg.check_profile(self.profile)
+        num_classes = cfg.check_int_list("num_classes", self.num_classes, minimum=2)
         if max(num_classes) > MAX_CLASSES:
             raise ValueError(f"num_classes={list(num_classes)}: each must be <= {MAX_CLASSES}")
-        return cls(
-            profile=profile,
-            num_classes=num_classes,
-            max_negatives=cfg.check_int(
-                "max_negatives", values["max_negatives"], minimum=1, maximum=MAX_NEGATIVES
-            ),
-            grid_points=cfg.check_int("grid_points", values["grid_points"], minimum=4, maximum=400),
-            prior=cfg.check_choice("prior", values["prior"], PRIORS),
-            prior_num_classes=cfg.check_int(
-                "prior_num_classes", values["prior_num_classes"], minimum=2, maximum=MAX_CLASSES
-            ),
-            zipf_exponent=cfg.check_float("zipf_exponent", values["zipf_exponent"], 0.0, 3.0),
-            trap_num_classes=cfg.check_int(
-                "trap_num_classes", values["trap_num_classes"], minimum=2, maximum=MAX_TRAP_CLASSES
-            ),
+        self.set("num_classes", num_classes)
+        self.set(
+            "max_negatives", cfg.check_int("max_negatives", self.max_negatives, 1, MAX_NEGATIVES)
         )
+        self.set("grid_points", cfg.check_int("grid_points", self.grid_points, 4, 400))
+        cfg.check_choice("prior", self.prior, PRIORS)
+        self.set(
+            "prior_num_classes",
+            cfg.check_int("prior_num_classes", self.prior_num_classes, 2, MAX_CLASSES),
+        )
+        self.set("zipf_exponent", cfg.check_float("zipf_exponent", self.zipf_exponent, 0.0, 3.0))
+        self.set(
+            "trap_num_classes",
+            cfg.check_int("trap_num_classes", self.trap_num_classes, 2, MAX_TRAP_CLASSES),
+        )
+
+
+BOOK = Params(
+    profile="book",
+    num_classes=(10, 100),
+    max_negatives=8192,
+    grid_points=64,
+    prior="zipf",
+    prior_num_classes=100,
+    zipf_exponent=1.0,
+    trap_num_classes=100,
+)
+Params.profiles = {
+    "smoke": BOOK.replace(profile="smoke", grid_points=24),
+    "book": BOOK,
+    "full": BOOK.replace(profile="full", grid_points=160),
+}
 
 
 # ---------------------------------------------------------------------------------------------
 # priors and grids
 
 
-def prior_label(params: CouponParams) -> str:
+def prior_label(params: Params) -> str:
     """How the chapter's extra prior is named in tables and legends."""
     if params.prior == "uniform" or params.zipf_exponent == 0.0:
         return f"uniform, C={params.prior_num_classes} (ours)"
     return f"Zipf s={params.zipf_exponent:g}, C={params.prior_num_classes} (ours)"
 
 
-def curve_priors(params: CouponParams) -> list[tuple[str, int, dict[str, Any]]]:
+def curve_priors(params: Params) -> list[tuple[str, int, dict[str, Any]]]:
     """(label, C, keyword arguments for negatives.bounds) of every curve, uniform ones first."""
     out: list[tuple[str, int, dict[str, Any]]] = []
     for c in sorted(set(params.num_classes)):
@@ -168,7 +155,7 @@ def negatives_grid(max_negatives: int, points: int) -> np.ndarray:
 # tables
 
 
-def expected_draws_table(params: CouponParams) -> pd.DataFrame:
+def expected_draws_table(params: Params) -> pd.DataFrame:
     """The paper's Table 3 (E[K+1] to draw every class) with our exact values beside it."""
     rows = []
     for name, c, published in PAPER_TABLE3:
@@ -203,7 +190,7 @@ def paper_tau_table() -> pd.DataFrame:
     )
 
 
-def coverage_collision_curves(params: CouponParams) -> pd.DataFrame:
+def coverage_collision_curves(params: Params) -> pd.DataFrame:
     """υ(K+1) and τ_K on the K grid for every prior: long format (prior, C, K, upsilon, tau)."""
     ks = negatives_grid(params.max_negatives, params.grid_points)
     rows = []
@@ -221,7 +208,7 @@ def coverage_collision_curves(params: CouponParams) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["prior", "C", "K", "upsilon", "tau"])
 
 
-def coverage_milestones(params: CouponParams) -> pd.DataFrame:
+def coverage_milestones(params: Params) -> pd.DataFrame:
     """Per prior: E[K+1], the smallest K with υ(K+1) >= 0.5 and >= 0.99, and τ at those K.
 
     Always includes uniform C = 10 and C = 100 (CIFAR-10/100) besides the chosen curves.
@@ -286,7 +273,7 @@ def naive_vs_exact(num_classes: int, draws: list[int] | np.ndarray) -> pd.DataFr
     )
 
 
-def trap_table(params: CouponParams) -> pd.DataFrame:
+def trap_table(params: Params) -> pd.DataFrame:
     """The naive-versus-exact table on :func:`trap_draws`, with the authors' printed values."""
     c = params.trap_num_classes
     df = naive_vs_exact(c, trap_draws(c))
@@ -295,7 +282,7 @@ def trap_table(params: CouponParams) -> pd.DataFrame:
     return df
 
 
-def trap_curve(params: CouponParams) -> pd.DataFrame:
+def trap_curve(params: Params) -> pd.DataFrame:
     """The naive-versus-exact comparison on a dense N grid from C to ~2.5 E[N] (for the figure)."""
     c = params.trap_num_classes
     top = max(c + 8, math.ceil(2.5 * bounds.expected_draws_to_cover(num_classes=c)))
@@ -328,3 +315,75 @@ def published_comparison() -> pd.DataFrame:
             "rerun vs published",
         ],
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# the chapter
+
+
+def run(P: Params) -> dict[str, pd.DataFrame]:
+    """Every table of the chapter, in the page's order (pure maths: seconds on one core)."""
+    return {
+        "table3": expected_draws_table(P),
+        "tau": paper_tau_table(),
+        "curves": coverage_collision_curves(P),
+        "milestones": coverage_milestones(P).set_index("prior"),
+        "trap": trap_table(P),
+        "trap_dense": trap_curve(P),
+        "published": published_comparison().set_index("N = K+1"),
+    }
+
+
+def numbers(P: Params, tables: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """Every number the page quotes, by its glue name (plain Python values)."""
+    out: dict[str, Any] = {}
+    expected = tables["table3"].set_index("data set")["E[K+1] (ours)"]
+    for key, name in (("c10", "CIFAR-10"), ("c100", "CIFAR-100"), ("wiki", "Wiki-3029")):
+        out[f"coupon_{key}_expected"] = float(expected[name])
+    milestones = tables["milestones"]
+    for c in (10, 100):
+        row = milestones.loc[f"uniform, C={c}"]
+        out[f"coupon_c{c}_k50"] = int(row["K for υ≥0.5"])
+        out[f"coupon_c{c}_k99"] = int(row["K for υ≥0.99"])
+        out[f"coupon_c{c}_tau50"] = float(row["τ at that K"])
+        out[f"coupon_c{c}_tau99"] = float(row["τ at K99"])
+    by_k = tables["tau"].set_index(["C", "K"])["υ(K+1) (ours)"]
+    for key, (c, k) in {
+        "c10_upsilon32": (10, 31),
+        "c100_upsilon128": (100, 127),
+        "c100_upsilon256": (100, 255),
+        "c100_upsilon512": (100, 511),
+    }.items():
+        out[f"coupon_{key}"] = float(by_k.loc[(c, k)])
+
+    label = prior_label(P)
+    prior_row = milestones.loc[label]
+    uniform_same_c = bounds.expected_draws_to_cover(num_classes=P.prior_num_classes)
+    out["coupon_prior_label"] = label.replace(" (ours)", "")
+    out["coupon_prior_c"] = P.prior_num_classes
+    out["coupon_prior_expected"] = float(prior_row["E[K+1]"])
+    out["coupon_prior_uniform_expected"] = float(uniform_same_c)
+    out["coupon_prior_ratio"] = float(prior_row["E[K+1]"] / uniform_same_c)
+    out["coupon_prior_k99"] = int(prior_row["K for υ≥0.99"])
+
+    trap, dense = tables["trap"], tables["trap_dense"]
+    first, last = trap.iloc[0], trap.iloc[-1]
+    n0 = int(first["N = K+1"])
+    out["coupon_trap_c"] = P.trap_num_classes
+    out["coupon_trap_n0"] = n0
+    out["coupon_trap_max_term"] = bounds.alternating_sum_largest_term(n0, P.trap_num_classes)
+    out["coupon_trap_exact0"] = float(first["exact"])
+    out["coupon_trap_naive0"] = float(first["naive (notebook form)"])
+    out["coupon_trap_ratio0"] = float(first["naive (notebook form)"] / first["exact"])
+    out["coupon_trap_nlast"] = int(last["N = K+1"])
+    out["coupon_trap_bias"] = float(last["naive (notebook form)"] - last["exact"])
+    max_naive = float(dense["naive (notebook form)"].max())
+    out["coupon_trap_max_naive"] = max_naive
+    out["coupon_trap_max_note"] = (
+        "above 1, which no probability can be" if max_naive > 1 else "just below 1 on this grid"
+    )
+    published = tables["published"]
+    out["coupon_pub_ratio128"] = float(published.loc[128, "published / exact"])
+    out["coupon_pub_ratio256"] = float(published.loc[256, "published / exact"])
+    out["coupon_pub_rerun_diff"] = float(published["rerun vs published"].max())
+    return out

@@ -4,7 +4,7 @@ Cai & Frankle (2020), "Are all negatives created equal in contrastive instance
 discrimination?", rank each query's negatives in MoCo v2's queue by their difficulty
 ``s_j = q . k_j`` (normalised contrastive embeddings, hardest first) and train with only the
 negatives whose rank percentile lies in a band ``[low, high)``. This module builds every run of
-the chapter from one frozen parameter set (:class:`DifficultyParams`), trains or reuses them
+the chapter from one frozen parameter set (:class:`Params`), trains or reuses them
 (:func:`run_conditions`), and turns the results into the chapter's tables:
 
 * :func:`summarize_conditions`: mean and 95% interval of the linear-probe accuracy over seeds,
@@ -16,7 +16,7 @@ the chapter from one frozen parameter set (:class:`DifficultyParams`), trains or
   band share the query's class, against the base rate;
 * :func:`hardness_consistency`: whether some negatives are hard (or easy) for many queries more
   often than a shuffled null allows;
-* :func:`run_chapter` / :func:`main`: all of it in the notebook's order, also from the shell
+* :func:`run` / :func:`main`: all of it in the notebook's order, also from the shell
   (``python -m negatives.chapters.difficulty --profile book``).
 """
 
@@ -31,19 +31,31 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
-from scipy import stats as scipy_stats
-from torch import Tensor, nn
 
 from negatives import config as cfg
-from negatives import filters, probes, stats
+from negatives import probes, stats
 from negatives import verdicts as vd
 from negatives.book import parse_params
+from negatives.chapters.params import ChapterParams, check_optional_int
 from negatives.data import DATASETS, Dataset, load_dataset
+from negatives.filters import band_fraction_kept
+from negatives.hardness import (
+    FRACTIONS,
+    base_rate,
+    consistency_summary,
+    hardness_consistency,
+    same_class_by_rank,
+    same_class_summary,
+)
 from negatives.runs import RunStore
 from negatives.stats import mean_interval
-from negatives.train import RANK_BIN_EDGES, Run, TrainConfig, sweep
+from negatives.train import (
+    RANK_LOG_EVERY,
+    RANK_LOG_QUERIES,
+    Run,
+    TrainConfig,
+    sweep,
+)
 
 # The paper's four conditions, as [low, high) fractions of each query's ranked queue (hardest
 # first). ``all`` is trained with negatives="all" (the same set, without the sort).
@@ -79,95 +91,10 @@ BOOK_MAIN: tuple[tuple[str, float] | tuple[str, float, int], ...] = (
     ("all but hardest 0.1%", 0.07),
 )
 
-PROFILE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "smoke": dict(
-        dataset="digits",
-        train_size=None,
-        test_size=None,
-        probe_train_size=None,
-        arch="cnn-small",
-        width=16,
-        epochs=2,
-        batch_size=64,
-        queue_size=512,
-        momentum=0.99,
-        bn_groups=4,
-        optimizer="adamw",
-        lr=2e-3,
-        weight_decay=1e-4,
-        warmup_epochs=0.0,
-        main_conditions=ALL_MAIN,
-        seeds=2,
-        fine_bands=((0.0, 0.01), (0.05, 0.1), (0.5, 1.0)),
-        fine_temperature=None,
-        extra_seeds=None,
-        consistency_keys=200,
-        consistency_queries=400,
-        consistency_top_fraction=0.05,
-        device="auto",
-        precision="auto",
-    ),
-    "book": dict(
-        dataset="fashion-mnist",
-        train_size=None,
-        test_size=None,
-        probe_train_size=None,
-        arch="cnn-small",
-        width=48,
-        epochs=1,
-        batch_size=256,
-        queue_size=4096,
-        momentum=0.99,
-        bn_groups=None,
-        optimizer="adamw",
-        lr=2e-3,
-        weight_decay=1e-4,
-        warmup_epochs=0.0,
-        main_conditions=BOOK_MAIN,
-        seeds=5,
-        fine_bands=(),
-        fine_temperature=None,
-        extra_seeds=0,
-        consistency_keys=4096,
-        consistency_queries=10000,
-        consistency_top_fraction=0.05,
-        device="auto",
-        precision="auto",
-    ),
-    # MoCo v2 on CIFAR-10 (ResNet-18, queue 4096, m = 0.99, SGD lr 0.06, wd 5e-4, 200 epochs).
-    "full": dict(
-        dataset="cifar10",
-        train_size=None,
-        test_size=None,
-        probe_train_size=None,
-        arch="resnet18-cifar",
-        width=64,
-        epochs=200,
-        batch_size=256,
-        queue_size=4096,
-        momentum=0.99,
-        bn_groups=None,
-        optimizer="sgd",
-        lr=0.06,
-        weight_decay=5e-4,
-        warmup_epochs=10.0,
-        main_conditions=ALL_MAIN,
-        seeds=3,
-        fine_bands=((0.0, 0.01), (0.05, 0.1), (0.1, 0.2), (0.2, 0.5), (0.5, 1.0)),
-        fine_temperature=None,
-        extra_seeds=None,
-        consistency_keys=4096,
-        consistency_queries=20000,
-        consistency_top_fraction=0.05,
-        device="auto",
-        precision="auto",
-    ),
-}
-
 
 @dataclass(frozen=True)
-class DifficultyParams:
-    """The chapter's papermill parameters (see :data:`PROFILE_DEFAULTS` for each profile).
+class Params(ChapterParams):
+    """The chapter's papermill parameters (each profile in ``Params.profiles``).
 
     * ``main_conditions``: ``[condition, temperature]`` pairs of the paper's conditions
       (:data:`MAIN_BANDS`) to train, each with ``seeds`` seeds, or ``[condition, temperature,
@@ -207,27 +134,19 @@ class DifficultyParams:
     consistency_top_fraction: float
     device: str
     precision: str
-    data_root: str | None = None
-    results_dir: str = "results"
-
-    @classmethod
-    def from_profile(cls, profile: str = "book", **overrides: Any) -> DifficultyParams:
-        """The profile's defaults with the non-``None`` overrides on top (unknown names refused)."""
-        values = cfg.merge_profile(
-            profile, PROFILE_DEFAULTS, overrides, passthrough=("data_root", "results_dir")
-        )
-        return cls(profile=profile, **values)
+    data_root: str | None
+    results_dir: str
 
     def __post_init__(self) -> None:
+        cfg.check_profile(self.profile)
         # latent-class vectors have no views to augment: instance discrimination needs images
         cfg.check_choice("dataset", self.dataset, [d for d in DATASETS if d != "latent-class"])
         cfg.check_int("seeds", self.seeds, 1)
         if self.extra_seeds is not None:
             cfg.check_int("extra_seeds", self.extra_seeds, 0)
         for name in ("train_size", "test_size", "probe_train_size"):
-            if getattr(self, name) is not None:
-                cfg.check_int(name, getattr(self, name), 1)
-        object.__setattr__(self, "main_conditions", _check_main(self.main_conditions, self.seeds))
+            check_optional_int(name, getattr(self, name))
+        self.set("main_conditions", _check_main(self.main_conditions, self.seeds))
         temps = self.temperatures
         fine_t = max(temps) if self.fine_temperature is None else self.fine_temperature
         fine_t = cfg.check_float("fine_temperature", fine_t, 0.0, strict_minimum=True)
@@ -236,7 +155,7 @@ class DifficultyParams:
                 f"fine_temperature={fine_t} must be one of the main temperatures {list(temps)} "
                 "(its runs are compared with the 'all negatives' runs at the same temperature)"
             )
-        object.__setattr__(self, "fine_temperature", fine_t)
+        self.set("fine_temperature", fine_t)
         if isinstance(self.fine_bands, str) or not isinstance(self.fine_bands, list | tuple):
             raise ValueError(f"fine_bands={self.fine_bands!r} must be a list of pairs [low, high]")
         bands = []
@@ -252,7 +171,7 @@ class DifficultyParams:
                     f"fine_bands[{i}]={list(band)}: low must be < high (hardest first)"
                 )
             bands.append((low, high))
-        object.__setattr__(self, "fine_bands", tuple(bands))
+        self.set("fine_bands", tuple(bands))
         cfg.check_int("consistency_keys", self.consistency_keys, 2)
         cfg.check_int("consistency_queries", self.consistency_queries, 1)
         cfg.check_float(
@@ -355,6 +274,10 @@ class DifficultyParams:
             add("rescaled", label, (1 / c, 1.0), self.fine_temperature, extra)
         return out
 
+    def plan(self) -> list[TrainConfig]:
+        """Every training run of the chapter, once (a run in two groups is trained once)."""
+        return list(dict.fromkeys(c["config"] for c in self.conditions()))
+
     def load_data(self) -> Dataset:
         """The images MoCo trains on (``train_size``) and the test images."""
         return load_dataset(
@@ -413,20 +336,82 @@ def band_label(band: tuple[float, float]) -> str:
     return f"[{100 * band[0]:g}%, {100 * band[1]:g}%)"
 
 
-# -- training and probes ---------------------------------------------------------------------
+BOOK = Params(
+    profile="book",
+    dataset="fashion-mnist",
+    train_size=None,
+    test_size=None,
+    probe_train_size=None,
+    arch="cnn-small",
+    width=48,
+    epochs=1,
+    batch_size=256,
+    queue_size=4096,
+    momentum=0.99,
+    bn_groups=None,
+    optimizer="adamw",
+    lr=2e-3,
+    weight_decay=1e-4,
+    warmup_epochs=0.0,
+    main_conditions=BOOK_MAIN,
+    seeds=5,
+    fine_bands=(),
+    fine_temperature=None,
+    extra_seeds=0,
+    consistency_keys=4096,
+    consistency_queries=10000,
+    consistency_top_fraction=0.05,
+    device="auto",
+    precision="auto",
+    data_root=None,
+    results_dir="results",
+)
+Params.profiles = {
+    "smoke": BOOK.replace(
+        profile="smoke",
+        dataset="digits",
+        width=16,
+        epochs=2,
+        batch_size=64,
+        queue_size=512,
+        bn_groups=4,
+        main_conditions=ALL_MAIN,
+        seeds=2,
+        fine_bands=((0.0, 0.01), (0.05, 0.1), (0.5, 1.0)),
+        extra_seeds=None,
+        consistency_keys=200,
+        consistency_queries=400,
+    ),
+    "book": BOOK,
+    # MoCo v2 on CIFAR-10 (ResNet-18, queue 4096, m = 0.99, SGD lr 0.06, wd 5e-4, 200 epochs).
+    "full": BOOK.replace(
+        profile="full",
+        **cfg.FULL_ENCODER,
+        optimizer="sgd",
+        lr=0.06,
+        weight_decay=5e-4,
+        warmup_epochs=10.0,
+        main_conditions=ALL_MAIN,
+        seeds=3,
+        fine_bands=((0.0, 0.01), (0.05, 0.1), (0.1, 0.2), (0.2, 0.5), (0.5, 1.0)),
+        extra_seeds=None,
+        consistency_queries=20000,
+    ),
+}
 
-PROBE_VERSION = 2  # bump when the probes change, so that cached probe results are redone
+
+# -- training and probes ---------------------------------------------------------------------
 
 
 def run_conditions(
-    P: DifficultyParams,
+    P: Params,
     store: RunStore | None = None,
     data: Dataset | None = None,
     *,
     probe_data: Dataset | None = None,
     progress: bool = True,
 ) -> tuple[list[Run], pd.DataFrame]:
-    """Train (or reuse from the cache) every condition of :meth:`DifficultyParams.conditions`.
+    """Train (or reuse from the cache) every condition of :meth:`Params.conditions`.
 
     One progress bar for all runs (:func:`negatives.train.sweep`); each run's probes on frozen
     backbone features (:func:`negatives.probes.evaluate_model`, fitted on ``probe_data``'s
@@ -451,7 +436,7 @@ def run_conditions(
     for cond, r in zip(conds, runs_, strict=True):
         metrics = r.evaluate(
             "probes-backbone",
-            {"data": probe_data.fingerprint, "which": "backbone", "version": PROBE_VERSION},
+            {"data": probe_data.fingerprint, "which": "backbone", "version": probes.PROBE_VERSION},
             lambda r=r: probes.evaluate_model(r.load_model(device), probe_data, device=device),
         )
         band = cond["band"]
@@ -475,30 +460,26 @@ def run_conditions(
     return runs_, pd.DataFrame(rows)
 
 
-def run_baselines(
-    P: DifficultyParams, probe_data: Dataset, store: RunStore | None = None
-) -> pd.DataFrame:
+def run_baselines(P: Params, probe_data: Dataset, store: RunStore | None = None) -> pd.DataFrame:
     """The probes on raw pixels and on a randomly initialised encoder of the chapter's architecture.
 
-    Cached under ``<results>/runs/baselines-<data fingerprint>/``. One row per baseline.
+    Cached by :meth:`negatives.runs.RunStore.cached`. One row per baseline.
     """
     store = store or RunStore(P.results_dir)
     base = P.base_config()
-    key = f"baselines-{probe_data.fingerprint}"
-    pixels = store.evaluation(
-        key,
-        "pixels",
-        {"data": probe_data.fingerprint, "version": PROBE_VERSION},
-        lambda: probes.pixel_baseline(probe_data),
-    )
-    enc_args = dict(
+    model = dict(
         arch=base.arch, width=base.width, proj_hidden=base.proj_hidden, proj_dim=base.proj_dim
     )
-    random_enc = store.evaluation(
-        key,
-        "random-encoder",
-        {"data": probe_data.fingerprint, **enc_args, "seed": 0, "version": PROBE_VERSION},
-        lambda: probes.random_encoder_baseline(probe_data, **enc_args, seed=0),
+    pixels = store.cached(
+        "baseline-pixels", probes.pixel_baseline, data=probe_data, version=probes.PROBE_VERSION
+    )
+    random_enc = store.cached(
+        "baseline-random-encoder",
+        probes.random_encoder_baseline,
+        data=probe_data,
+        **model,
+        seed=0,
+        version=probes.PROBE_VERSION,
     )
     return pd.DataFrame(
         [
@@ -713,218 +694,11 @@ def verdicts(
     return vd.verdict_table(rows)
 
 
-# -- same-class analysis ---------------------------------------------------------------------
-
-
-def base_rate(labels: Tensor) -> float:
-    """Probability that a random negative shares a random query's class: Σ_c p_c², with p_c the
-    empirical class frequencies (1/C for balanced classes)."""
-    counts = torch.bincount(labels.long()).double()
-    p = counts / counts.sum()
-    return float((p * p).sum())
-
-
-def same_class_by_rank(
-    runs_: list[Run], df: pd.DataFrame, *, group: str = "main", condition: str = REFERENCE
-) -> pd.DataFrame:
-    """Same-class rate of the queue's negatives per rank-percentile bin, per epoch, from training.
-
-    Read from the histories (``same_class_by_rank``, bins :data:`negatives.train.RANK_BIN_EDGES`,
-    hardest first) of the runs of ``(group, condition)`` (default: all negatives, whose ranking
-    is over the whole queue). One row per ``(temperature, seed, epoch, bin)`` with ``bin_low,
-    bin_high, rate``.
-    """
-    by_id = {r.run_id: r for r in runs_}
-    sel = df[(df["group"] == group) & (df["condition"] == condition)]
-    rows = []
-    for _, row in sel.iterrows():
-        hist = by_id[row["run_id"]].history
-        for epoch, rates in zip(hist["epoch"], hist["same_class_by_rank"], strict=True):
-            for b, rate in enumerate(rates):
-                rows.append(
-                    {
-                        "temperature": row["temperature"],
-                        "seed": row["seed"],
-                        "epoch": epoch,
-                        "bin": b,
-                        "bin_low": RANK_BIN_EDGES[b],
-                        "bin_high": RANK_BIN_EDGES[b + 1],
-                        "rate": rate,
-                    }
-                )
-    return pd.DataFrame(rows)
-
-
-def same_class_summary(
-    rank_df: pd.DataFrame, base: float, *, hardest: float = 0.05
-) -> pd.DataFrame:
-    """Per temperature, over seeds at the last epoch: the same-class rate of the hardest
-    ``hardest`` fraction of the queue, its excess over the ``base`` rate (mean, 95% interval) and
-    its ratio to it, next to the rate of the rest of the queue.
-
-    The rate over ``[0, hardest)`` averages the bins inside it weighted by their width (each bin
-    holds a share of the ranked queue proportional to its width); ``hardest`` must be a bin edge.
-    """
-    edges = list(RANK_BIN_EDGES)
-    if hardest not in edges[1:]:
-        raise ValueError(f"hardest={hardest} must be one of the bin edges {edges[1:]}")
-    cfg.check_float("base", base, 0.0, 1.0, strict_minimum=True)
-    last = rank_df[
-        rank_df["epoch"] == rank_df.groupby(["temperature", "seed"])["epoch"].transform("max")
-    ]
-    rows = []
-    for t, g in last.groupby("temperature", sort=True):
-        hard, rest = [], []
-        for _, s in g.groupby("seed"):
-            w = (s["bin_high"] - s["bin_low"]).to_numpy()
-            inside = (s["bin_high"] <= hardest + 1e-12).to_numpy()
-            rate = s["rate"].to_numpy()
-            hard.append(float((w[inside] * rate[inside]).sum() / w[inside].sum()))
-            rest.append(float((w[~inside] * rate[~inside]).sum() / w[~inside].sum()))
-        mean, low, high = mean_interval([h - base for h in hard])
-        rows.append(
-            {
-                "temperature": t,
-                "n": len(hard),
-                "base_rate": base,
-                "hard_rate": float(np.mean(hard)),
-                "rest_rate": float(np.mean(rest)),
-                "ratio": float(np.mean(hard)) / base,
-                "excess_mean": mean,
-                "excess_low": low,
-                "excess_high": high,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-# -- consistency of hardness -----------------------------------------------------------------
-
-
-def hardness_counts(
-    queries: Tensor, keys: Tensor, top_fraction: float, *, chunk: int = 2048
-) -> Tensor:
-    """For each key, the number of queries that have it in their hardest ``top_fraction``.
-
-    ``queries`` ``(Nq, D)`` and ``keys`` ``(Nk, D)``, L2-normalised. A query's hardest set is
-    :func:`negatives.filters.band_mask` ``[0, top_fraction)`` of its similarities (the training
-    definition: ``ceil(top_fraction * Nk)`` keys, ties to the earlier key). Returns ``(Nk,)`` int64.
-    """
-    if queries.ndim != 2 or keys.ndim != 2 or queries.shape[1] != keys.shape[1]:
-        raise ValueError(
-            f"queries (Nq, D) and keys (Nk, D) must share D; got {tuple(queries.shape)}, {tuple(keys.shape)}"
-        )
-    counts = torch.zeros(keys.shape[0], dtype=torch.int64)
-    for q in queries.split(chunk):
-        sims = q @ keys.T  # (n, D) @ (D, Nk) -> (n, Nk)
-        counts += filters.band_mask(sims, 0.0, top_fraction).sum(0).cpu()
-    return counts
-
-
-def consistency_from_features(
-    queries: Tensor,
-    keys: Tensor,
-    *,
-    top_fraction: float = 0.05,
-    seed: int = 0,
-    null_draws: int = 10,
-) -> dict[str, Any]:
-    """Are some keys hard for many queries more often than chance? (Cai & Frankle 2020, sec. 5)
-
-    Observed: ``counts[j]`` = number of queries with key ``j`` in their hardest ``m =
-    ceil(top_fraction * Nk)`` (:func:`hardness_counts`). Null: the same queries with their
-    similarities permuted, i.e. each query's top set drawn uniformly at random; then every
-    ``counts[j] ~ Binomial(Nq, m / Nk)`` exactly (queries independent, each includes a given key
-    with probability ``m / Nk``). The null is also simulated ``null_draws`` times (for the figure).
-
-    Returns a dict: ``counts`` (Nk,), ``null_counts`` (null_draws, Nk) as numpy arrays; ``num_keys,
-    num_queries, top_count`` (m), ``expected`` (Nq m / Nk); ``variance`` of the counts over keys,
-    ``null_variance`` (binomial), ``simulated_null_variance``, ``variance_ratio``; the null's 1st
-    and 99th percentiles ``q_low, q_high`` and the fractions of keys ``frac_hard`` (count >
-    q_high), ``frac_easy`` (count < q_low), ``frac_never`` (count 0) with the null's exact
-    probabilities of the same events (``null_frac_hard``, ``null_frac_easy``, ``null_frac_never``).
-    """
-    cfg.check_float("top_fraction", top_fraction, 0.0, 1.0, strict_minimum=True)
-    cfg.check_int("null_draws", null_draws, 1)
-    cfg.check_int("seed", seed, 0)
-    nq, nk = queries.shape[0], keys.shape[0]
-    counts = hardness_counts(queries, keys, top_fraction)
-    m = round(filters.band_fraction_kept(0.0, top_fraction, nk) * nk)
-    p = m / nk
-    gen = torch.Generator().manual_seed(seed)
-    null = torch.zeros(null_draws, nk, dtype=torch.int64)
-    for d in range(null_draws):
-        for start in range(0, nq, 2048):
-            rows = min(2048, nq - start)
-            null[d] += filters.random_subset_mask(rows, nk, m, gen, exclude_diagonal=False).sum(0)
-    binom = scipy_stats.binom(nq, p)
-    q_low, q_high = float(binom.ppf(0.01)), float(binom.ppf(0.99))
-    c = counts.numpy()
-    null_var = nq * p * (1 - p)
-    variance = float(c.var())
-    return {
-        "counts": c,
-        "null_counts": null.numpy(),
-        "num_keys": nk,
-        "num_queries": nq,
-        "top_count": m,
-        "expected": nq * p,
-        "variance": variance,
-        "null_variance": null_var,
-        "simulated_null_variance": float(null.double().var(dim=1, unbiased=False).mean()),
-        "variance_ratio": variance / null_var if null_var > 0 else math.nan,
-        "q_low": q_low,
-        "q_high": q_high,
-        "frac_hard": float((c > q_high).mean()),
-        "frac_easy": float((c < q_low).mean()),
-        "frac_never": float((c == 0).mean()),
-        "null_frac_hard": float(binom.sf(q_high)),
-        "null_frac_easy": float(binom.cdf(q_low - 1)),
-        "null_frac_never": float(binom.pmf(0)),
-    }
-
-
-@torch.no_grad()
-def hardness_consistency(
-    model: nn.Module,
-    images: Tensor,
-    *,
-    num_keys: int,
-    num_queries: int,
-    top_fraction: float = 0.05,
-    seed: int = 0,
-    null_draws: int = 10,
-    device: str = "cpu",
-) -> dict[str, Any]:
-    """:func:`consistency_from_features` on a trained encoder's normalised projections z.
-
-    A fixed random set of ``num_keys`` images plays the negatives (the queue) and ``num_queries``
-    other images (disjoint, same seeded permutation) the queries. Both are embedded without
-    augmentation by ``model`` (we keep the query encoder only, so keys are embedded by it rather
-    than by MoCo's momentum encoder: with m = 0.99 the two differ little at the end of training).
-    ``images``: uint8 ``(N, C, H, W)``.
-    """
-    n = images.shape[0]
-    cfg.check_int("num_keys", num_keys, 1)
-    cfg.check_int("num_queries", num_queries, 1)
-    cfg.check_int("seed", seed, 0)
-    if num_keys + num_queries > n:
-        raise ValueError(
-            f"num_keys + num_queries = {num_keys + num_queries} exceeds the {n} images given "
-            "(keys and queries are disjoint)"
-        )
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    z = probes.extract_features(
-        model, images[perm[: num_keys + num_queries]], which="projection", device=device
-    )
-    z = F.normalize(z, dim=1)  # (Nk + Nq, D)
-    return consistency_from_features(
-        z[num_keys:], z[:num_keys], top_fraction=top_fraction, seed=seed, null_draws=null_draws
-    )
+# -- hardness (negatives.hardness) on the chapter's runs -----------------------------------
 
 
 def run_consistency(
-    P: DifficultyParams,
+    P: Params,
     runs_: list[Run],
     df: pd.DataFrame,
     data: Dataset,
@@ -968,51 +742,22 @@ def run_consistency(
     return pd.DataFrame(rows)
 
 
-def consistency_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per temperature: mean and 95% interval over seeds of the variance ratio, and the mean
-    fractions of consistently hard / easy keys with their null expectations."""
-    rows = []
-    for t, g in table.groupby("temperature", sort=True):
-        mean, low, high = mean_interval(g["variance_ratio"].tolist())
-        rows.append(
-            {
-                "temperature": t,
-                "n": len(g),
-                "variance_ratio_mean": mean,
-                "variance_ratio_low": low,
-                "variance_ratio_high": high,
-                **{
-                    k: float(g[k].mean())
-                    for k in (
-                        "frac_hard",
-                        "null_frac_hard",
-                        "frac_easy",
-                        "null_frac_easy",
-                        "frac_never",
-                        "null_frac_never",
-                    )
-                },
-            }
-        )
-    return pd.DataFrame(rows)
-
-
 # -- the whole chapter -----------------------------------------------------------------------
 
 
-def run_chapter(P: DifficultyParams, *, progress: bool = True) -> dict[str, Any]:
+def run(P: Params, store: RunStore | None = None, *, progress: bool = True) -> dict[str, Any]:
     """Every computation of the chapter, in the notebook's order, as a dict of tables.
 
     ``data`` / ``probe_data`` (the data sets), ``runs`` and ``per_run`` (:func:`run_conditions`),
     ``summary``, ``baselines``, ``base_rate``, ``rank`` (:func:`same_class_by_rank`),
     ``same_class``, ``consistency``, ``consistency_summary`` and ``verdicts``.
     """
-    store = RunStore(P.results_dir)
+    store = store or RunStore(P.results_dir)
     data, probe_data = P.load_data(), P.load_probe_data()
     runs_, per_run = run_conditions(P, store, data, probe_data=probe_data, progress=progress)
     summary = summarize_conditions(per_run)
     base = base_rate(data.train_labels)
-    rank = same_class_by_rank(runs_, per_run)
+    rank = same_class_by_rank(runs_, per_run, group="main", condition=REFERENCE)
     same = same_class_summary(rank, base)
     consistency = run_consistency(P, runs_, per_run, data)
     cons = consistency_summary(consistency)
@@ -1032,6 +777,189 @@ def run_chapter(P: DifficultyParams, *, progress: bool = True) -> dict[str, Any]
     }
 
 
+def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
+    """Every number the page quotes, by its glue name."""
+    out: dict[str, Any] = {}
+    put = out.__setitem__
+    data, probe_data, per_run, summary = T["data"], T["probe_data"], T["per_run"], T["summary"]
+    baselines, base, rank, same = T["baselines"], T["base_rate"], T["rank"], T["same_class"]
+    consistency, cons_summary = T["consistency"], T["consistency_summary"]
+    verdict_table = T["verdicts"]
+    T_LOW, T_HIGH = min(P.temperatures), max(P.temperatures)
+    main = summary[summary["group"] == "main"].set_index(["condition", "temperature"])
+    NOT_RUN = "not trained in this run"
+
+    def delta_text(condition, t):
+        if (condition, t) not in main.index:
+            return NOT_RUN
+        r = main.loc[(condition, t)]
+        return vd.format_interval(r["diff_mean"], r["diff_low"], r["diff_high"])
+
+    def test_text(condition, t):
+        if (condition, t) not in main.index or "diff_test_low" not in main.columns:
+            return NOT_RUN
+        r = main.loc[(condition, t)]
+        return vd.format_interval(
+            r["diff_mean"], r["diff_test_low"], r["diff_test_high"], with_estimate=False
+        )
+
+    n_train, n_test = data.train_images.shape[0], probe_data.test_images.shape[0]
+    steps = P.epochs * (n_train // P.batch_size)
+    put("difficulty_dataset", data.name)
+    put("difficulty_train_size", int(n_train))
+    put("difficulty_probe_train_size", int(probe_data.train_images.shape[0]))
+    put("difficulty_test_size", int(n_test))
+    put("difficulty_classes", int(data.num_classes))
+    put("difficulty_rank_log_queries", RANK_LOG_QUERIES)
+    put("difficulty_rank_log_every", RANK_LOG_EVERY)
+    put("difficulty_arch", P.arch)
+    put("difficulty_width", P.width)
+    put("difficulty_epochs", P.epochs)
+    put("difficulty_steps", int(steps))
+    put("difficulty_key_lag", 100 * P.momentum**steps)
+    put("difficulty_batch", P.batch_size)
+    groups = P.base_config().batchnorm_groups
+    put("difficulty_bn_groups", groups)
+    put("difficulty_bn_group_size", P.batch_size // groups)
+    put("difficulty_queue", P.queue_size)
+    put("difficulty_queue_share", 100 * P.queue_size / n_train)
+    by_count: dict[int, list[str]] = {}
+    for c, t, n in P.main_conditions:
+        by_count.setdefault(n, []).append(f"{c} at T = {t:g}")
+    put(
+        "difficulty_seeds",
+        " and ".join(
+            f"{n} seeds ({', '.join(v)})" for n, v in sorted(by_count.items(), reverse=True)
+        )
+        if len(by_count) > 1
+        else f"{next(iter(by_count))} seeds",
+    )
+    put("difficulty_seeds_range", "–".join(str(n) for n in sorted({min(by_count), max(by_count)})))
+    put("difficulty_extra_seeds", P.seeds if P.extra_seeds is None else P.extra_seeds)
+    extra_n = P.seeds if P.extra_seeds is None else P.extra_seeds
+    put(
+        "difficulty_extra_text",
+        f"{extra_n} seeds each"
+        if extra_n
+        else "not trained (extra_seeds = 0: they decide no claim)",
+    )
+    put("difficulty_temperatures", ", ".join(f"{t:g}" for t in P.temperatures))
+    put("difficulty_fine_t", P.fine_temperature)
+    put("difficulty_num_runs", len(per_run))
+    put("difficulty_unique_runs", per_run["run_id"].nunique())
+    unique = per_run.drop_duplicates("run_id")
+    put("difficulty_train_minutes", float(unique["train_seconds"].sum() / 60))
+    q = P.queue_size
+    put("difficulty_hard5_count", round(band_fraction_kept(0.0, 0.05, q) * q))
+    put("difficulty_removed01", round(band_fraction_kept(0.0, 0.001, q) * q))
+    put("difficulty_low_t", T_LOW)
+    put("difficulty_high_t", T_HIGH)
+    for role, t in (("low", T_LOW), ("high", T_HIGH)):
+        put(f"difficulty_all_{role}", float(main.loc[("all", t), "mean"]))
+        for key, cond in (
+            ("hard5", "hardest 5%"),
+            ("easy95", "easiest 95%"),
+            ("no01", "all but hardest 0.1%"),
+        ):
+            put(f"difficulty_{key}_{role}", delta_text(cond, t))
+            put(f"difficulty_{key}_{role}_test", test_text(cond, t))
+    put("difficulty_pixels", float(baselines["linear_accuracy"].iloc[0]))
+    put("difficulty_random", float(baselines["linear_accuracy"].iloc[1]))
+    put("difficulty_se", float(summary["se"].mean()))
+    widths = (main["diff_high"] - main["diff_low"]).drop(index="all", level=0) / 2
+    put("difficulty_max_half_width", float(widths.max()))
+    test_widths = (main["diff_test_high"] - main["diff_test_low"]).drop(index="all", level=0) / 2
+    put("difficulty_max_test_half_width", float(test_widths.max()))
+    put("difficulty_margin", PAPER_MARGIN)
+
+    # what the paper's design has that this run does not
+    trained = {(c, t) for c, t, _ in P.main_conditions}
+    missing = [f"{c} at T = {t:g}" for c, t in ALL_MAIN if (c, t) not in trained]
+    put(
+        "difficulty_cut",
+        "every condition of the paper is trained at both temperatures"
+        if not missing
+        else "not trained: "
+        + "; ".join(missing)
+        + f" (their claims are not about the temperature; {len(missing) * P.seeds} more runs)",
+    )
+    put("difficulty_momentum", P.momentum)
+
+    # same-class analysis (at the highest temperature)
+    same_t = same.set_index("temperature").loc[T_HIGH]
+    put("difficulty_base_rate", 100 * base)
+    put("difficulty_hard_rate", 100 * float(same_t["hard_rate"]))
+    put("difficulty_rest_rate", 100 * float(same_t["rest_rate"]))
+    put("difficulty_hard_ratio", float(same_t["ratio"]))
+    first_bin = rank[
+        (rank["temperature"] == T_HIGH)
+        & (rank["epoch"] == rank["epoch"].max())
+        & (rank["bin"] == 0)
+    ]
+    put("difficulty_bin0_rate", 100 * float(first_bin["rate"].mean()))
+    hard5_high = ("hardest 5%", T_HIGH) in main.index
+    put(
+        "difficulty_hard5_kept_same",
+        100 * float(main.loc[("hardest 5%", T_HIGH), "same_class_kept"])
+        if hard5_high
+        else math.nan,
+    )
+    others = summary[summary["group"].isin(["oracle", "rescaled"])].set_index("group")
+    for g in ("oracle", "rescaled"):
+        if g in others.index:
+            r = others.loc[g]
+            text = vd.format_interval(r["diff_mean"], r["diff_low"], r["diff_high"])
+        else:
+            text = NOT_RUN
+        put(f"difficulty_{g}", text)
+    put("difficulty_rescaled_low", 100 / P.num_classes)
+
+    # consistency (at the highest temperature)
+    cons_t = cons_summary.set_index("temperature").loc[T_HIGH]
+    example = consistency[consistency["temperature"] == T_HIGH].iloc[0]
+    put("difficulty_cons_keys", P.consistency_keys)
+    put("difficulty_cons_queries", P.consistency_queries)
+    put("difficulty_cons_top", int(example["top_count"]))
+    put("difficulty_cons_expected", float(example["expected"]))
+    put(
+        "difficulty_cons_ratio",
+        vd.format_interval(
+            cons_t["variance_ratio_mean"],
+            cons_t["variance_ratio_low"],
+            cons_t["variance_ratio_high"],
+        ),
+    )
+    for k in FRACTIONS:
+        put(f"difficulty_cons_{k}", 100 * float(cons_t[k]))
+
+    # verdicts
+    counts = vd.counts(verdict_table)
+    put("difficulty_n_verdicts", len(verdict_table))
+    for key, word in (
+        ("rep", vd.REPRODUCED),
+        ("notrep", vd.NOT_REPRODUCED),
+        ("inc", vd.INCONCLUSIVE),
+    ):
+        put(f"difficulty_n_{key}", counts[word])
+    # what would decide each inconclusive claim: seeds at the same mean and spread over seeds
+    run_minutes = float(unique["train_seconds"].mean()) / 60
+    needs = []
+    for r in verdict_table[verdict_table["verdict"] == vd.INCONCLUSIVE].itertuples():
+        if r.to_decide is None or r.to_decide != r.to_decide:
+            needs.append(
+                f"{r.claim} at {r.setting}: no number of seeds, its estimate sits on the boundary"
+            )
+            continue
+        more = int(r.to_decide) - int(r.seeds)
+        needs.append(
+            f"{r.claim} at {r.setting}: about {int(r.to_decide)} seeds ({more} more for the condition "
+            f"and for its reference: {2 * more} runs, about {2 * more * run_minutes:.0f} minutes of "
+            "training on this machine)"
+        )
+    put("difficulty_to_decide", "; ".join(needs) if needs else "none is inconclusive in this run")
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """``python -m negatives.chapters.difficulty --profile book --param device=cuda``: the
     chapter's computations without the notebook (as on a GPU machine with no Jupyter); prints
@@ -1041,9 +969,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    P = DifficultyParams.from_profile(args.profile, **parse_params(args.param))
+    P = Params.from_profile(args.profile, **parse_params(args.param))
     t0 = time.perf_counter()
-    out = run_chapter(P)
+    out = run(P)
     seconds = time.perf_counter() - t0
     table = out["verdicts"]
     print(table[["claim", "setting", "ours", "test_set", "verdict"]].to_string(index=False))

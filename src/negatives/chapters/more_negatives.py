@@ -1,6 +1,6 @@
 """Chapter 4, more negatives do not hurt (Awasthi, Dikkala & Kamath 2022), population part.
 
-Parameters of the chapter (:class:`MoreNegativesParams`, one field per papermill parameter) and
+Parameters of the chapter (:class:`Params`, one field per papermill parameter) and
 the functions that turn :mod:`negatives.theory` into the chapter's tables: the exact population
 optimum of the latent-class contrastive loss for a grid of class counts ``C`` and negatives
 ``K``, its distance to the regular simplex, its downstream (mean-classifier) loss and accuracy,
@@ -13,13 +13,10 @@ and on the image data set) with its summaries over seeds and verdict rules
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,8 +27,9 @@ from negatives import config as cfg
 from negatives import probes, stats, theory
 from negatives import verdicts as vd
 from negatives.chapters import kscan
+from negatives.chapters.params import ChapterParams, check_list
 from negatives.data import zipf_probs
-from negatives.runs import RunStore, config_hash, read_json, write_json
+from negatives.runs import RunStore
 
 PRIORS: tuple[str, ...] = ("uniform", "zipf")
 MAX_CLASSES = 200  # C = 100 takes ~1-2 s per random start on one idle CPU core
@@ -41,54 +39,22 @@ SIMPLEX_TOLERANCE = 1e-4  # max |G - G_simplex| below which we call an optimum "
 FLAT_TOLERANCE = 1e-6  # change of the optimum's supervised loss (nats) that counts as none
 PAPER = "Awasthi, Dikkala & Kamath (2022)"
 
-# 1, 2, 4, 16, 64, 256, 1024: log-spaced up to 1024 at about a minute of CPU for C = 100
-_BOOK_NEGATIVES = (1, 2, 4, 16, 64, 256, 1024)
-_DEFAULTS: dict[str, dict[str, Any]] = {
-    "smoke": {
-        "num_classes": (2, 4),
-        "num_negatives": (1, 32),
-        "variant_num_classes": 3,
-        "heatmap_num_classes": 4,
-        "skew_exponents": (1.0, 2.0),
-        "restarts": 1,
-    },
-    "book": {
-        "num_classes": (2, 3, 5, 10, 30, 100),
-        "num_negatives": _BOOK_NEGATIVES,
-        "variant_num_classes": 10,
-        "heatmap_num_classes": 6,
-        "restarts": 2,
-    },
-    "full": {
-        "num_classes": (2, 3, 5, 10, 20, 30, 50, 100),
-        "num_negatives": tuple(2**i for i in range(13)),
-        "variant_num_classes": 30,
-        "heatmap_num_classes": 10,
-        "restarts": 3,
-    },
-}
-_COMMON: dict[str, Any] = {
-    "dim": None,
-    "scales": (1.0, 10.0),
-    "constraints": ("sphere", "ball"),
-    "zipf_exponent": 1.0,
-    "skew_exponents": (0.5, 1.0, 1.5, 2.0),
-    "seed": 0,
-    "results_dir": None,
-    "accuracy_margin": 1.0,
-}
-# The K-scan's parameters are kscan.KScanParams's, under the same names, except its
-# ``num_negatives`` (the image scan's K values), which this chapter calls ``scan_num_negatives``
-# because ``num_negatives`` is the population scan's K values here.
-SCAN_RENAMED: dict[str, str] = {"scan_num_negatives": "num_negatives"}
+QUADRATURE_CASES: tuple[tuple[int, int, float], ...] = (
+    (2, 9, 10.0),
+    (3, 5, 1.0),
+    (4, 7, 3.0),
+    (3, 40, 1.0),
+    (5, 12, 2.0),
+    (6, 6, 0.5),
+)  # (C, K, scale s) of the quadrature check: small enough to enumerate
 
 
 @dataclass(frozen=True)
-class MoreNegativesParams:
+class Params(ChapterParams):
     """Chapter 4 parameters, each one a papermill parameter of ``notebooks/more_negatives.ipynb``.
 
     * ``num_classes``: the class counts C of the main scan (uniform and Zipf priors).
-    * ``num_negatives``: the K values of every scan.
+    * ``population_num_negatives``: the K values of every population scan.
     * ``dim``: representation dimension; ``None`` uses ``d = C`` for each C (must be >= C - 1).
     * ``scales``: inverse temperatures s; the first is the main scan's.
     * ``constraints``: ``"sphere"`` (|v| = 1) and/or ``"ball"`` (|v| <= 1); the first is the
@@ -100,19 +66,18 @@ class MoreNegativesParams:
     * ``heatmap_num_classes``: C of the Gram-matrix heatmaps.
     * ``restarts``: random starts per optimisation (the lowest loss is kept).
     * ``seed``: seed of the random starts and of the Monte-Carlo check.
-    * ``results_dir``: if set, scans are cached there as JSON (``<dir>/theory/*.json``); it is
-      also the K-scan's run cache (``None`` there means the K-scan's default, ``results``).
     * ``accuracy_margin``: accuracy points within which a drop at the largest K counts as "no
       degradation" in :func:`k_comparison`'s verdict rule.
-    * ``scan``: the K-scan shared with chapter 3
-      (:class:`~negatives.chapters.kscan.KScanParams`), built from the same overrides as there,
-      so both chapters train the same encoders; its image K values are overridden here as
-      ``scan_num_negatives``.
+    * ``quadrature_cases``, ``quadrature_samples``: how many of :data:`QUADRATURE_CASES` the
+      quadrature check runs, with how many Monte-Carlo samples.
+    * ``scan``: the K-scan shared with chapter 3 (:class:`negatives.chapters.kscan.Params`,
+      its parameters flat in the notebook under chapter 3's names), so both chapters train
+      the same encoders; its ``results_dir`` also caches the population scans.
     """
 
     profile: str
     num_classes: tuple[int, ...]
-    num_negatives: tuple[int, ...]
+    population_num_negatives: tuple[int, ...]
     dim: int | None
     scales: tuple[float, ...]
     constraints: tuple[str, ...]
@@ -122,108 +87,42 @@ class MoreNegativesParams:
     heatmap_num_classes: int
     restarts: int
     seed: int
-    results_dir: str | None
-    accuracy_margin: float = 1.0
-    scan: kscan.KScanParams | None = None
+    accuracy_margin: float
+    quadrature_cases: int
+    quadrature_samples: int
+    scan: kscan.Params
 
-    @classmethod
-    def from_profile(cls, profile: str = "book", **overrides: Any) -> MoreNegativesParams:
-        """Profile defaults, then every override that is not None; all validated.
-
-        Overrides naming a K-scan field (or ``scan_num_negatives``) go to
-        :meth:`KScanParams.from_profile`, exactly as chapter 3 passes them; ``results_dir`` goes
-        to both.
-        """
-        profile = cfg.check_profile(profile)
-        names = {f.name for f in dataclasses.fields(cls)} - {"profile", "scan"}
-        scan_names = {f.name for f in dataclasses.fields(kscan.KScanParams)} - {"profile"}
-        scan_names = (scan_names - set(SCAN_RENAMED.values()) - names) | set(SCAN_RENAMED)
-        unknown = sorted(set(overrides) - names - scan_names - {"results_dir"})
-        if unknown:
-            raise ValueError(
-                f"unknown parameter(s) {unknown}; allowed: {sorted(names | scan_names)}"
-            )
-        scan_overrides = {
-            SCAN_RENAMED.get(k, k): v
-            for k, v in overrides.items()
-            if k in scan_names or k == "results_dir"
-        }
-        try:
-            scan = kscan.KScanParams.from_profile(profile, **scan_overrides)
-        except ValueError as e:  # name the image scan's K values as this chapter does
-            raise ValueError(re.sub(r"\bnum_negatives\b", "scan_num_negatives", str(e))) from e
-        values = {**_COMMON, **_DEFAULTS[profile]}
-        values.update({k: v for k, v in overrides.items() if v is not None and k in names})
-
-        num_classes = cfg.check_int_list("num_classes", values["num_classes"], minimum=2)
+    def __post_init__(self) -> None:
+        cfg.check_profile(self.profile)
+        num_classes = cfg.check_int_list("num_classes", self.num_classes, minimum=2)
         if max(num_classes) > MAX_CLASSES:
             raise ValueError(f"num_classes={list(num_classes)}: each must be <= {MAX_CLASSES}")
-        num_negatives = cfg.check_int_list("num_negatives", values["num_negatives"], minimum=1)
-        if max(num_negatives) > MAX_NEGATIVES:
-            raise ValueError(
-                f"num_negatives={list(num_negatives)}: each must be <= {MAX_NEGATIVES}"
-            )
-        variant_c = cfg.check_int(
-            "variant_num_classes", values["variant_num_classes"], 2, MAX_CLASSES
-        )
-        heatmap_c = cfg.check_int("heatmap_num_classes", values["heatmap_num_classes"], 2, 30)
-        dim = values["dim"]
-        if dim is not None:
-            dim = cfg.check_int("dim", dim, minimum=1)
-            needed = max(*num_classes, variant_c, heatmap_c) - 1
-            if dim < needed:
+        self.set("num_classes", tuple(sorted(set(num_classes))))
+        name = "population_num_negatives"
+        ks = cfg.check_int_list(name, self.population_num_negatives, minimum=1)
+        if max(ks) > MAX_NEGATIVES:
+            raise ValueError(f"{name}={list(ks)}: each must be <= {MAX_NEGATIVES}")
+        self.set(name, tuple(sorted(set(ks))))
+        cfg.check_int("variant_num_classes", self.variant_num_classes, 2, MAX_CLASSES)
+        cfg.check_int("heatmap_num_classes", self.heatmap_num_classes, 2, 30)
+        if self.dim is not None:
+            cfg.check_int("dim", self.dim, minimum=1)
+            needed = max(*self.num_classes, self.variant_num_classes, self.heatmap_num_classes) - 1
+            if self.dim < needed:
                 raise ValueError(
-                    f"dim={dim} is too small: the regular simplex of the largest class count "
+                    f"dim={self.dim} is too small: the regular simplex of the largest class count "
                     f"needs dim >= {needed} (or leave dim=None for d = C)"
                 )
-        scales = values["scales"]
-        if isinstance(scales, int | float) and not isinstance(scales, bool):
-            scales = [scales]
-        if not isinstance(scales, Sequence) or isinstance(scales, str) or len(scales) == 0:
-            raise ValueError(f"scales={scales!r} must be a non-empty list of positive numbers")
-        scales = tuple(
-            cfg.check_float(f"scales[{i}]", s, 0.0, 1000.0, strict_minimum=True)
-            for i, s in enumerate(scales)
-        )
-        constraints = values["constraints"]
-        if isinstance(constraints, str):
-            constraints = [constraints]
-        if not isinstance(constraints, Sequence) or len(constraints) == 0:
-            raise ValueError(f"constraints={constraints!r} must be a non-empty list")
-        constraints = tuple(
-            cfg.check_choice(f"constraints[{i}]", c, theory.CONSTRAINTS)
-            for i, c in enumerate(constraints)
-        )
-        skew = values["skew_exponents"]
-        if isinstance(skew, int | float) and not isinstance(skew, bool):
-            skew = [skew]
-        if not isinstance(skew, Sequence) or isinstance(skew, str) or len(skew) == 0:
-            raise ValueError(f"skew_exponents={skew!r} must be a non-empty list of numbers")
-        skew = tuple(
-            cfg.check_float(f"skew_exponents[{i}]", a, 0.0, 3.0) for i, a in enumerate(skew)
-        )
-        results_dir = values["results_dir"]
-        if results_dir is not None and not isinstance(results_dir, str | Path):
-            raise ValueError(f"results_dir={results_dir!r} must be a path or None")
-        return cls(
-            profile=profile,
-            num_classes=tuple(sorted(set(num_classes))),
-            num_negatives=tuple(sorted(set(num_negatives))),
-            dim=dim,
-            scales=scales,
-            constraints=constraints,
-            zipf_exponent=cfg.check_float("zipf_exponent", values["zipf_exponent"], 0.0, 3.0),
-            skew_exponents=tuple(sorted(set(skew))),
-            variant_num_classes=variant_c,
-            heatmap_num_classes=heatmap_c,
-            restarts=cfg.check_int("restarts", values["restarts"], 1, 20),
-            seed=cfg.check_int("seed", values["seed"], minimum=0),
-            results_dir=None if results_dir is None else str(results_dir),
-            accuracy_margin=cfg.check_float(
-                "accuracy_margin", values["accuracy_margin"], 0.0, 100.0
-            ),
-            scan=scan,
-        )
+        self.set("scales", check_list("scales", self.scales, _check_scale))
+        self.set("constraints", check_list("constraints", self.constraints, _check_constraint))
+        self.set("zipf_exponent", cfg.check_float("zipf_exponent", self.zipf_exponent, 0.0, 3.0))
+        skew = check_list("skew_exponents", self.skew_exponents, _check_exponent)
+        self.set("skew_exponents", tuple(sorted(set(skew))))
+        cfg.check_int("restarts", self.restarts, 1, 20)
+        cfg.check_int("seed", self.seed, minimum=0)
+        cfg.check_float("accuracy_margin", self.accuracy_margin, 0.0, 100.0)
+        cfg.check_int("quadrature_cases", self.quadrature_cases, 1, len(QUADRATURE_CASES))
+        cfg.check_int("quadrature_samples", self.quadrature_samples, 100)
 
     @property
     def main_scale(self) -> float:
@@ -234,62 +133,102 @@ class MoreNegativesParams:
         return self.constraints[0]
 
 
+def _check_scale(name: str, value: Any) -> float:
+    return cfg.check_float(name, value, 0.0, 1000.0, strict_minimum=True)
+
+
+def _check_constraint(name: str, value: Any) -> str:
+    return cfg.check_choice(name, value, theory.CONSTRAINTS)
+
+
+def _check_exponent(name: str, value: Any) -> float:
+    return cfg.check_float(name, value, 0.0, 3.0)
+
+
+BOOK = Params(
+    profile="book",
+    num_classes=(2, 3, 5, 10, 30, 100),
+    # log-spaced up to 1024 at about a minute of CPU for C = 100
+    population_num_negatives=(1, 2, 4, 16, 64, 256, 1024),
+    dim=None,
+    scales=(1.0, 10.0),
+    constraints=("sphere", "ball"),
+    zipf_exponent=1.0,
+    skew_exponents=(0.5, 1.0, 1.5, 2.0),
+    variant_num_classes=10,
+    heatmap_num_classes=6,
+    restarts=2,
+    seed=0,
+    accuracy_margin=1.0,
+    quadrature_cases=6,
+    quadrature_samples=100_000,
+    scan=kscan.BOOK,
+)
+Params.profiles = {
+    "smoke": BOOK.replace(
+        profile="smoke",
+        num_classes=(2, 4),
+        population_num_negatives=(1, 32),
+        variant_num_classes=3,
+        heatmap_num_classes=4,
+        skew_exponents=(1.0, 2.0),
+        restarts=1,
+        quadrature_cases=3,
+        quadrature_samples=20_000,
+        scan=kscan.Params.profiles["smoke"],
+    ),
+    "book": BOOK,
+    "full": BOOK.replace(
+        profile="full",
+        num_classes=(2, 3, 5, 10, 20, 30, 50, 100),
+        population_num_negatives=tuple(2**i for i in range(13)),
+        variant_num_classes=30,
+        heatmap_num_classes=10,
+        restarts=3,
+        scan=kscan.Params.profiles["full"],
+    ),
+}
+
+
 # ---------------------------------------------------------------------------------------------
 # priors and small helpers
 
 
-def prior_probs(params: MoreNegativesParams, num_classes: int, prior: str) -> tuple[float, ...]:
+def prior_probs(params: Params, num_classes: int, prior: str) -> tuple[float, ...]:
     """The class prior of a scan row: ``"uniform"`` or ``"zipf"`` (exponent from params)."""
     cfg.check_choice("prior", prior, PRIORS)
     exponent = 0.0 if prior == "uniform" else params.zipf_exponent
     return zipf_probs(num_classes, exponent)
 
 
-def prior_label(params: MoreNegativesParams, prior: str) -> str:
+def prior_label(params: Params, prior: str) -> str:
     if prior == "uniform" or params.zipf_exponent == 0.0:
         return "uniform"
     return f"Zipf a={params.zipf_exponent:g}"
 
 
-def _dim(params: MoreNegativesParams, num_classes: int) -> int:
+def _dim(params: Params, num_classes: int) -> int:
     return num_classes if params.dim is None else params.dim
 
 
-def _cache_path(params: MoreNegativesParams, key: Mapping[str, Any]) -> Path | None:
-    if params.results_dir is None:
-        return None
-    return Path(params.results_dir) / "theory" / f"more_negatives-{config_hash(dict(key))}.json"
-
-
-def _cached(params: MoreNegativesParams, key: Mapping[str, Any], compute: Callable[[], Any]) -> Any:
-    """``compute()`` or its cached JSON result (plain, checksummed via negatives.runs)."""
-    path = _cache_path(params, key)
-    if path is not None:
-        hit = read_json(path)
-        if isinstance(hit, dict) and "value" in hit:  # the file name is the key's hash
-            return hit["value"]
-    value = compute()
-    if path is not None:
-        write_json(path, {"key": dict(key), "value": value})
-        return value
-    return value
+def _store(params: Params) -> RunStore:
+    """The run cache of the K-scan, which also keeps the population scans."""
+    return RunStore(params.scan.results_dir)
 
 
 # ---------------------------------------------------------------------------------------------
 # tables
 
 
-def quadrature_check(params: MoreNegativesParams) -> pd.DataFrame:
+def quadrature_check(params: Params) -> pd.DataFrame:
     """The exact integral against exact enumeration and Monte Carlo on small random cases.
 
     Random class vectors in the unit ball with a random prior (seeded); columns: the integral,
     the enumeration over multinomial counts, their difference, a Monte-Carlo mean, its standard
     error and the integral's distance from it in standard errors.
     """
-    cases = [(2, 9, 10.0), (3, 5, 1.0), (4, 7, 3.0)]
-    if params.profile != "smoke":
-        cases += [(3, 40, 1.0), (5, 12, 2.0), (6, 6, 0.5)]
-    num_samples = 20_000 if params.profile == "smoke" else 100_000
+    cases = QUADRATURE_CASES[: params.quadrature_cases]
+    num_samples = params.quadrature_samples
     rows = []
     for i, (c, k, s) in enumerate(cases):
         gen = torch.Generator().manual_seed(params.seed + i)
@@ -321,120 +260,130 @@ def quadrature_check(params: MoreNegativesParams) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def optimum(
+    num_classes: int,
+    num_negatives: int,
+    dim: int,
+    class_probs: list[float],
+    scale: float,
+    constraint: str,
+    seed: int,
+    restarts: int,
+    version: int = CACHE_VERSION,
+) -> dict[str, Any]:
+    """One population optimum (:func:`negatives.theory.optimal_representation`) and everything
+    the chapter reports about it: distance to the simplex, downstream loss and accuracy
+    (:func:`negatives.theory.downstream_metrics`), the CURL bound at it, timing."""
+    t0 = time.perf_counter()
+    res = theory.optimal_representation(
+        num_classes,
+        num_negatives,
+        dim,
+        class_probs,
+        scale=scale,
+        constraint=constraint,
+        seed=seed,
+        restarts=restarts,
+    )
+    seconds = time.perf_counter() - t0
+    m = theory.downstream_metrics(res.vectors, class_probs, scale)
+    curl = theory.curl_bound_prediction(res.loss, num_negatives, class_probs)
+    norms = res.vectors.norm(dim=1)
+    return {
+        "C": num_classes,
+        "K": num_negatives,
+        "scale": scale,
+        "constraint": constraint,
+        "loss": res.loss,
+        "simplex distance": res.simplex_distance,
+        "supervised loss": m.supervised_loss,
+        "accuracy": m.accuracy,
+        "balanced supervised loss": m.balanced_supervised_loss,
+        "balanced accuracy": m.balanced_accuracy,
+        "min margin": m.min_margin,
+        "min norm": float(norms.min()),
+        "max norm": float(norms.max()),
+        "tau_K": curl.collision_probability,
+        "log10 (1 - tau_K)": curl.log_no_collision / math.log(10),
+        "collision term": curl.collision_term,
+        "collision-free loss": float(
+            theory.collision_free_loss(res.vectors, num_negatives, class_probs, scale)
+        ),
+        "log10 CURL bound": curl.log_bound / math.log(10),
+        "restarts": len(res.restart_losses),
+        "restart spread": max(res.restart_losses) - min(res.restart_losses),
+        "gradient norm": res.gradient_norm,
+        "iterations": res.iterations,
+        "seconds": seconds,
+    }
+
+
 def optimum_row(
-    params: MoreNegativesParams,
+    params: Params,
     num_classes: int,
     num_negatives: int,
     prior: str,
     scale: float,
     constraint: str,
 ) -> dict[str, Any]:
-    """One optimisation and everything the chapter reports about its result (cached).
-
-    ``prior`` is ``"uniform"`` or ``"zipf"`` (with ``params.zipf_exponent``).
-    """
-    key = {
-        "version": CACHE_VERSION,
-        "C": num_classes,
-        "K": num_negatives,
-        "prior": prior,
-        "zipf_exponent": params.zipf_exponent if prior == "zipf" else 0.0,
-        "scale": scale,
-        "constraint": constraint,
-        "dim": _dim(params, num_classes),
-        "restarts": params.restarts,
-        "seed": params.seed,
-    }
-
-    def compute() -> dict[str, Any]:
-        rho = prior_probs(params, num_classes, prior)
-        t0 = time.perf_counter()
-        res = theory.optimal_representation(
-            num_classes,
-            num_negatives,
-            _dim(params, num_classes),
-            rho,
-            scale=scale,
-            constraint=constraint,
-            seed=params.seed,
-            restarts=params.restarts,
-        )
-        seconds = time.perf_counter() - t0
-        m = theory.downstream_metrics(res.vectors, rho, scale)
-        curl = theory.curl_bound_prediction(res.loss, num_negatives, rho)
-        l_sub = float(theory.collision_free_loss(res.vectors, num_negatives, rho, scale))
-        norms = res.vectors.norm(dim=1)
-        return {
-            "C": num_classes,
-            "K": num_negatives,
-            "prior": prior,
-            "scale": scale,
-            "constraint": constraint,
-            "loss": res.loss,
-            "simplex distance": res.simplex_distance,
-            "supervised loss": m.supervised_loss,
-            "accuracy": m.accuracy,
-            "balanced supervised loss": m.balanced_supervised_loss,
-            "balanced accuracy": m.balanced_accuracy,
-            "min margin": m.min_margin,
-            "min norm": float(norms.min()),
-            "max norm": float(norms.max()),
-            "tau_K": curl.collision_probability,
-            "log10 (1 - tau_K)": curl.log_no_collision / math.log(10),
-            "collision term": curl.collision_term,
-            "collision-free loss": l_sub,
-            "log10 CURL bound": curl.log_bound / math.log(10),
-            "restarts": len(res.restart_losses),
-            "restart spread": max(res.restart_losses) - min(res.restart_losses),
-            "gradient norm": res.gradient_norm,
-            "iterations": res.iterations,
-            "seconds": seconds,
-        }
-
-    return _cached(params, key, compute)
+    """:func:`optimum` under ``prior`` (``"uniform"``, or ``"zipf"`` with
+    ``params.zipf_exponent``), cached in the run cache by its arguments."""
+    row = _store(params).cached(
+        "optimum",
+        optimum,
+        num_classes=num_classes,
+        num_negatives=num_negatives,
+        dim=_dim(params, num_classes),
+        class_probs=list(prior_probs(params, num_classes, prior)),
+        scale=scale,
+        constraint=constraint,
+        seed=params.seed,
+        restarts=params.restarts,
+    )
+    return {"C": row["C"], "K": row["K"], "prior": prior, **row}
 
 
 def optimum_scan(
-    params: MoreNegativesParams,
+    params: Params,
     num_classes: Iterable[int],
     priors: Iterable[str],
     scales: Iterable[float],
     constraints: Iterable[str],
 ) -> pd.DataFrame:
-    """:func:`optimum_row` over the product of the arguments and ``params.num_negatives``."""
+    """:func:`optimum_row` over the product of the arguments and ``params.population_num_negatives``."""
     rows = [
         optimum_row(params, c, k, prior, s, con)
         for prior in priors
         for con in constraints
         for s in scales
         for c in num_classes
-        for k in params.num_negatives
+        for k in params.population_num_negatives
     ]
     return pd.DataFrame(rows)
 
 
-def main_scan(params: MoreNegativesParams) -> pd.DataFrame:
+def main_scan(params: Params) -> pd.DataFrame:
     """Every C of ``num_classes`` and K, uniform and Zipf priors, the main scale and constraint."""
     return optimum_scan(
         params, params.num_classes, PRIORS, [params.main_scale], [params.main_constraint]
     )
 
 
-def variant_scan(params: MoreNegativesParams) -> pd.DataFrame:
+def variant_scan(params: Params) -> pd.DataFrame:
     """C = ``variant_num_classes``: every constraint x scale x prior, over K."""
     return optimum_scan(
         params, [params.variant_num_classes], PRIORS, params.scales, params.constraints
     )
 
 
-def skew_scan(params: MoreNegativesParams) -> pd.DataFrame:
+def skew_scan(params: Params) -> pd.DataFrame:
     """How the Zipf exponent changes the K-dependence: C = ``variant_num_classes``, the main
     scale and constraint, the smallest and the largest K, each exponent of ``skew_exponents``."""
     c = params.variant_num_classes
-    k_lo, k_hi = min(params.num_negatives), max(params.num_negatives)
+    k_lo, k_hi = min(params.population_num_negatives), max(params.population_num_negatives)
     rows = []
     for a in params.skew_exponents:
-        p = dataclasses.replace(params, zipf_exponent=a)
+        p = params.replace(zipf_exponent=a)
         lo = optimum_row(p, c, k_lo, "zipf", params.main_scale, params.main_constraint)
         hi = optimum_row(p, c, k_hi, "zipf", params.main_scale, params.main_constraint)
         rho = zipf_probs(c, a)
@@ -457,10 +406,10 @@ def skew_scan(params: MoreNegativesParams) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def optimum_grams(params: MoreNegativesParams) -> dict[str, np.ndarray]:
+def optimum_grams(params: Params) -> dict[str, np.ndarray]:
     """Gram matrices at C = ``heatmap_num_classes`` and the largest K: the regular simplex and
     the optimum under each prior (main scale and constraint)."""
-    c, k = params.heatmap_num_classes, max(params.num_negatives)
+    c, k = params.heatmap_num_classes, max(params.population_num_negatives)
     out = {"regular simplex": theory.simplex_gram(c).numpy()}
     for prior in PRIORS:
         res = theory.optimal_representation(
@@ -518,22 +467,11 @@ def timing_table(scan: pd.DataFrame) -> pd.DataFrame:
 SCAN_KINDS: tuple[str, ...] = ("latent", "image")
 # The probes of negatives.probes.evaluate_model (backbone features) that the chapter reports.
 METRICS: dict[str, str] = {"linear_accuracy": "linear probe", "mean_accuracy": "mean classifier"}
-MODE_NAMES: dict[str, str] = {
-    "batch": "K+1 = batch size",
-    "mask": "fixed batch, random K-subset of negatives",
-}
-
-
-def _scan_params(params: MoreNegativesParams) -> kscan.KScanParams:
-    if params.scan is None:
-        raise ValueError(
-            "params.scan is None: build the params with MoreNegativesParams.from_profile"
-        )
-    return params.scan
+MODE_NAMES = kscan.MODE_NAMES
 
 
 def kscan_accuracy(
-    params: MoreNegativesParams,
+    params: Params,
     kind: str,
     *,
     store: Any = None,
@@ -542,12 +480,12 @@ def kscan_accuracy(
 ) -> pd.DataFrame:
     """Train (or reuse from the run cache) the K-scan of ``kind`` and probe every encoder.
 
-    ``kind="latent"``: :meth:`KScanParams.latent_configs` on the synthetic latent-class data
+    ``kind="latent"``: :meth:`kscan.Params.latent_configs` on the synthetic latent-class data
     (a positive is another sample of the anchor's latent class, the negatives are the other
     samples of the batch, i.e. draws from the marginal, as in the model of Arora et al. 2019
-    and Awasthi et al. 2022); ``"image"``: :meth:`KScanParams.configs` on the image data set
+    and Awasthi et al. 2022); ``"image"``: :meth:`kscan.Params.configs` on the image data set
     (augmented views as positives), probed on ``probe_data`` (default
-    :meth:`KScanParams.load_probe_data`). The configs and probes are chapter 3's, so the runs
+    :meth:`kscan.Params.load_probe_data`). The configs and probes are chapter 3's, so the runs
     and their probe results are shared.
 
     One row per run: ``data`` (the kind), ``dataset``, ``num_classes`` and the columns of
@@ -555,7 +493,7 @@ def kscan_accuracy(
     ``run_id``, ``train_seconds``, ``linear_accuracy``, ``mean_accuracy``, ...).
     """
     cfg.check_choice("kind", kind, SCAN_KINDS)
-    scan_params = _scan_params(params)
+    scan_params = params.scan
     if store is None:
         store = RunStore(scan_params.results_dir)
     if kind == "latent":
@@ -866,3 +804,172 @@ def population_verdicts(
             vd.judge(C["tractable"], math.nan, math.nan, math.nan, setting="one start (restarts=1)")
         )
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# the chapter
+
+
+def run(P: Params, store: RunStore | None = None) -> dict[str, Any]:
+    """Every table of the chapter: the population part (``quad``, ``main``, ``variants``,
+    ``skew``, ``grams``, with ``compute_seconds``), the K-scan shared with chapter 3
+    (``scan_rows``, ``acc``, ``comparisons``, with ``scan_seconds``), and ``verdicts``."""
+    t0 = time.perf_counter()
+    T: dict[str, Any] = {
+        "quad": quadrature_check(P),
+        "main": main_scan(P),
+        "variants": variant_scan(P),
+        "skew": skew_scan(P),
+        "grams": optimum_grams(P),
+    }
+    T["compute_seconds"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    store = store or _store(P)
+    scan_rows = pd.concat(
+        [kscan_accuracy(P, kind, store=store) for kind in SCAN_KINDS], ignore_index=True
+    )
+    T["scan_seconds"] = time.perf_counter() - t1
+    T["scan_rows"] = scan_rows
+    T["acc"] = accuracy_summary(scan_rows)
+    T["comparisons"] = pd.concat(
+        [k_comparison(scan_rows, m, P.accuracy_margin) for m in METRICS], ignore_index=True
+    )
+    T["scan_labels"] = {kind: data_label(scan_rows, kind) for kind in SCAN_KINDS}
+    T["verdicts"] = vd.verdict_table(
+        population_verdicts(T["main"], T["variants"], T["skew"])
+        + finite_sample_verdicts(scan_rows, margin=P.accuracy_margin)
+    )
+    return T
+
+
+def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
+    """Every number the page quotes, by its glue name."""
+    out: dict[str, Any] = {}
+    put = out.__setitem__
+    quad, main, variants, skew = T["quad"], T["main"], T["variants"], T["skew"]
+    compute_seconds, scan_rows, comparisons = T["compute_seconds"], T["scan_rows"], T["comparisons"]
+    SCAN_LABEL = T["scan_labels"]
+    # Every number quoted in the text below (plain Python floats / ints / str for glue).
+    K_MIN, K_MAX = min(P.population_num_negatives), max(P.population_num_negatives)
+    C_MAX = max(P.num_classes)
+    uni = main[main["prior"] == "uniform"]
+    zipf = main[main["prior"] == "zipf"]
+    uni_all = pd.concat([uni, variants[variants["prior"] == "uniform"]]).drop_duplicates(
+        subset=["C", "K", "scale", "constraint"]
+    )
+    # two classes: every prior's optimum is the antipodal pair, so the Zipf statistics use C >= 3
+    zipf_all = pd.concat([zipf, variants[variants["prior"] == "zipf"]]).drop_duplicates(
+        subset=["C", "K", "scale", "constraint"]
+    )
+    zipf_all = zipf_all[zipf_all["C"] >= 3]
+    by_group = ["C", "prior", "scale", "constraint"]
+
+    put("morenegatives_quad_maxdiff", float(quad["|integral - enumeration|"].max()))
+    put("morenegatives_quad_maxz", float(quad["(integral - MC) / s.e."].abs().max()))
+    put("morenegatives_kmin", int(K_MIN))
+    put("morenegatives_kmax", int(K_MAX))
+    put("morenegatives_cmax", int(C_MAX))
+    put("morenegatives_main_scale", float(P.main_scale))
+    put("morenegatives_main_constraint", P.main_constraint)
+    put("morenegatives_uniform_n", int(len(uni_all)))
+    put("morenegatives_uniform_maxdist", float(uni_all["simplex distance"].max()))
+    put(
+        "morenegatives_uniform_supchange",
+        float(uni_all.groupby(by_group)["supervised loss"].agg(lambda x: x.max() - x.min()).max()),
+    )
+    put("morenegatives_uniform_minacc", float(uni_all["accuracy"].min()))
+
+    # Zipf prior: how far from the simplex, and how the two supervised losses move from K_MIN to K_MAX
+    def _ends(df, column):
+        g = df.sort_values("K").groupby(by_group)[column]
+        return g.first(), g.last()
+
+    d_first, d_last = _ends(zipf_all, "simplex distance")
+    put("morenegatives_zipf_mindist", float(zipf_all["simplex distance"].min()))
+    put("morenegatives_zipf_dist_shrinks", int((d_last < d_first).sum()))
+    put("morenegatives_zipf_groups", int(len(d_first)))
+    s_first, s_last = _ends(zipf_all, "supervised loss")
+    rel = (s_last - s_first) / s_first
+    put("morenegatives_zipf_sup_rel_min", float(100 * rel.min()))
+    put("morenegatives_zipf_sup_rel_max", float(100 * rel.max()))
+    put("morenegatives_zipf_sup_up", int((rel > 1e-9).sum()))
+    b_first, b_last = _ends(zipf_all, "balanced supervised loss")
+    brel = (b_last - b_first) / b_first
+    put("morenegatives_zipf_bal_rel_min", float(100 * brel.min()))
+    put("morenegatives_zipf_bal_rel_max", float(100 * brel.max()))
+    put("morenegatives_zipf_minacc", float(zipf_all["accuracy"].min()))
+    put("morenegatives_zipf_label", prior_label(P, "zipf"))
+
+    # skew sweep
+    sk = skew.sort_values("Zipf exponent a")
+    put("morenegatives_skew_amin", float(sk["Zipf exponent a"].iloc[0]))
+    put("morenegatives_skew_amax", float(sk["Zipf exponent a"].iloc[-1]))
+    put("morenegatives_skew_change_amin", float(sk["change (%)"].iloc[0]))
+    put("morenegatives_skew_change_amax", float(sk["change (%)"].iloc[-1]))
+    put("morenegatives_skew_balchange_amax", float(sk["balanced change (%)"].iloc[-1]))
+    put("morenegatives_skew_ratio_amax", float(sk["rho_max / rho_min"].iloc[-1]))
+    put("morenegatives_skew_minacc", float(sk["min accuracy"].min()))
+
+    # sphere against ball (same C, K, prior, scale)
+    if len(set(variants["constraint"])) > 1:
+        piv = variants.pivot_table(
+            index=["prior", "scale", "K"], columns="constraint", values="loss"
+        )
+        put("morenegatives_sphere_ball_maxdiff", float((piv["sphere"] - piv["ball"]).abs().max()))
+    else:
+        put("morenegatives_sphere_ball_maxdiff", float("nan"))
+    ball = variants[variants["constraint"] == "ball"]
+    put("morenegatives_ball_minnorm", float(ball["min norm"].min()) if len(ball) else float("nan"))
+    put("morenegatives_variant_c", int(P.variant_num_classes))
+    put("morenegatives_heatmap_c", int(P.heatmap_num_classes))
+
+    timing = timing_table(pd.concat([main, variants]))
+    put("morenegatives_seconds_cmax", float(timing.set_index("C").loc[C_MAX, "mean s"]))
+    put("morenegatives_compute_seconds", float(compute_seconds))
+    unique_rows = pd.concat([main, variants]).drop_duplicates(
+        subset=["C", "K", "prior", "scale", "constraint"]
+    )
+    put("morenegatives_optim_seconds_total", float(unique_rows["seconds"].sum()))
+    put("morenegatives_optim_count", int(len(unique_rows)))
+    put("morenegatives_restarts", int(P.restarts))
+
+    # CURL view at the main scale, uniform prior
+    curl_c = 10 if 10 in P.num_classes else C_MAX
+    g = uni[uni["C"] == curl_c].sort_values("K")
+    put("morenegatives_curl_c", int(curl_c))
+    put("morenegatives_curl_log10_nocoll", float(g["log10 (1 - tau_K)"].iloc[-1]))
+    put("morenegatives_curl_log10_first", float(g["log10 CURL bound"].iloc[0]))
+    put("morenegatives_curl_log10_last", float(g["log10 CURL bound"].iloc[-1]))
+    put("morenegatives_curl_sup", float(g["supervised loss"].iloc[-1]))
+
+    # Every number quoted in the two sections below.
+    put("more_negatives_scan_runs", int(len(scan_rows)))
+    put("more_negatives_scan_seeds", int(scan_rows["seed"].nunique()))
+    put("more_negatives_scan_minutes", float(scan_rows["train_seconds"].sum() / 60))
+    put("more_negatives_margin", float(P.accuracy_margin))
+    for kind in SCAN_KINDS:
+        g = scan_rows[scan_rows["data"] == kind]
+        put(f"more_negatives_{kind}_label", SCAN_LABEL[kind])
+        put(f"more_negatives_{kind}_k_range", f"{g.K.min()} to {g.K.max()}")
+        put(
+            f"more_negatives_{kind}_modes",
+            " and ".join(MODE_NAMES[m] for m in sorted(set(g["mode"]))),
+        )
+        comp = comparisons[comparisons["data"] == kind]
+        found = departures(comp, P.accuracy_margin)
+        put(
+            f"more_negatives_{kind}_departures",
+            "; ".join(found) + "."
+            if found
+            else f"none: no comparison moves by more than {P.accuracy_margin:g} points with "
+            "95% confidence.",
+        )
+        put(
+            f"more_negatives_{kind}_verdicts",
+            "; ".join(
+                f"{METRICS[r.metric]}, {MODE_NAMES[r['mode']]}: {r.best_mean:+.1f} points "
+                f"[{r.best_low:+.1f}, {r.best_high:+.1f}], {r.verdict}"
+                for _, r in comp.iterrows()
+            ),
+        )
+    return out

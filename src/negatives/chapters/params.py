@@ -1,0 +1,185 @@
+"""The one way a chapter's parameters are built: from a profile, from overrides, from a notebook.
+
+Every chapter module declares a frozen dataclass ``Params(ChapterParams)`` whose fields are
+exactly its notebook's papermill parameters, validated in ``__post_init__`` (so a direct
+construction, :func:`dataclasses.replace` and :meth:`ChapterParams.from_profile` are all
+checked), and one table of profiles written as differences from the ``book`` profile::
+
+    BOOK = Params(profile="book", ...)
+    Params.profiles = {"book": BOOK, "smoke": BOOK.replace(profile="smoke", ...), ...}
+
+A field whose type is another ``ChapterParams`` (the K-scan that chapters 3 and 4 share) is
+*embedded*: its fields are parameters of the outer chapter under their own names, and a name
+that both declare (``results_dir``) sets both.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
+
+import pandas as pd
+
+from negatives import config as cfg
+
+# Names a Jupyter kernel defines besides the notebook's own; never parameters.
+_KERNEL_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
+
+
+def unknown_name_error(name: str, allowed: list[str]) -> ValueError:
+    """``name`` is not a parameter: say so, with the closest declared name."""
+    close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ValueError(f"unknown parameter {name!r}{hint} (parameters: {', '.join(allowed)})")
+
+
+def parse_text(name: str, text: str, annotation: str) -> Any:
+    """A value given as text (``papermill -p name '[1, 2]'``, ``--param name=3``) as the field's
+    type: lists from ``'[1, 2]'`` or ``'1,2'``, numbers and ``None`` from their literals."""
+    listy = annotation.startswith(("tuple", "list"))
+    if listy and not text.strip().startswith(("[", "(")):
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        return [_literal(p) for p in parts]
+    if listy or "str" not in annotation:
+        try:
+            return ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            if listy:
+                raise ValueError(f"{name}={text!r} is not a valid list, e.g. '[1, 2, 3]'") from None
+            return text  # the field's check names it
+    return text
+
+
+def _literal(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+class ChapterParams:
+    """Mixin of every chapter's frozen ``Params`` dataclass (see the module's docstring)."""
+
+    profiles: ClassVar[Mapping[str, Any]] = {}
+
+    @classmethod
+    def _embedded(cls) -> dict[str, type[ChapterParams]]:
+        """The fields that hold another chapter's ``Params`` (by their resolved annotation)."""
+        hints = typing.get_type_hints(cls)
+        return {
+            f.name: hints[f.name]
+            for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+            if isinstance(hints[f.name], type) and issubclass(hints[f.name], ChapterParams)
+        }
+
+    @classmethod
+    def parameter_names(cls) -> list[str]:
+        """Every papermill parameter of the chapter, in the dataclass's order (embedded flat)."""
+        names: list[str] = []
+        embedded = cls._embedded()
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            subs = embedded[f.name].parameter_names() if f.name in embedded else [f.name]
+            names += [n for n in subs if n not in names]
+        return names
+
+    @classmethod
+    def from_profile(cls, profile: str = "book", **overrides: Any) -> Self:
+        """The profile's parameters with every override that is not ``None`` on top.
+
+        ``None`` means "the profile's value" (a notebook's parameters cell says ``None`` for
+        each); an unknown name is refused with the closest declared one.
+        """
+        profile = cfg.check_profile(profile)
+        allowed = cls.parameter_names()
+        for name in overrides:
+            if name not in allowed or name == "profile":
+                raise unknown_name_error(name, [n for n in allowed if n != "profile"])
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return cls._override(cls.profiles[profile], given)
+
+    @classmethod
+    def _override(cls, base: Any, given: Mapping[str, Any]) -> Self:
+        embedded = cls._embedded()
+        changes: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name in embedded:
+                sub = embedded[f.name]
+                mine = {k: v for k, v in given.items() if k in sub.parameter_names()}
+                changes[f.name] = sub._override(getattr(base, f.name), mine)
+            elif f.name in given:
+                value = given[f.name]
+                if isinstance(value, str):
+                    value = parse_text(f.name, value, str(f.type))
+                changes[f.name] = value
+        return base.replace(**changes)
+
+    def replace(self, **changes: Any) -> Self:
+        """:func:`dataclasses.replace` from the values as given, not as resolved: a field that
+        ``__post_init__`` resolved from others (``fine_temperature`` from the temperatures,
+        each condition's seeds from ``seeds``) is resolved again from the new values."""
+        given = {k: v for k, v in self.__dict__.get("_given", {}).items() if k not in changes}
+        return dataclasses.replace(self, **given, **changes)
+
+    @classmethod
+    def from_namespace(cls, namespace: Mapping[str, Any]) -> Self:
+        """The chapter's parameters from a notebook's globals (after its ``parameters`` cell and
+        papermill's injected one): ``P = Params.from_namespace(globals())``.
+
+        Every declared name found there is used; any other plain lower-case value (not a
+        module, function, class, constant or private name) is a parameter papermill injected
+        that the chapter does not declare, a typo such as ``-p epoch 100``, and is refused
+        with the closest name.
+        """
+        allowed = cls.parameter_names()
+        for name, value in namespace.items():
+            if name in allowed or name.startswith("_") or name in _KERNEL_NAMES:
+                continue
+            if name.isupper():  # an imported constant (RANK_BIN_EDGES); parameters are lower case
+                continue
+            if callable(value) or isinstance(value, types.ModuleType):
+                continue
+            raise unknown_name_error(name, [n for n in allowed if n != "profile"])
+        values = {n: namespace[n] for n in allowed if n in namespace and n != "profile"}
+        return cls.from_profile(namespace.get("profile", "book"), **values)
+
+    def set(self, name: str, value: Any) -> None:
+        """Store a normalised value from ``__post_init__`` (the dataclass is frozen); the value
+        as given is kept for :meth:`replace`."""
+        self.__dict__.setdefault("_given", {}).setdefault(name, getattr(self, name))
+        object.__setattr__(self, name, value)
+
+    def table(self) -> pd.DataFrame:
+        """The resolved parameters as a two-column table (for the page)."""
+        # str() per value: pandas' astype(str) would print None as "nan"
+        rows = [(k, str(v)) for k, v in self.parameters().items()]
+        return pd.DataFrame(rows, columns=["parameter", "value"])
+
+    def parameters(self) -> dict[str, Any]:
+        """Every parameter's resolved value, embedded ones flat (for a table or a plan file)."""
+        out: dict[str, Any] = {}
+        embedded = self._embedded()
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if f.name in embedded:
+                out.update({k: v for k, v in getattr(self, f.name).parameters().items()})
+            else:
+                out[f.name] = getattr(self, f.name)
+        return out
+
+
+def check_list(name: str, values: Any, check: Any) -> tuple[Any, ...]:
+    """A non-empty list (a single value counts as a list of one), each item ``check(label, v)``."""
+    if isinstance(values, str | int | float) and not isinstance(values, bool):
+        values = [values]
+    if not isinstance(values, list | tuple) or len(values) == 0:
+        raise ValueError(f"{name}={values!r} must be a non-empty list")
+    return tuple(check(f"{name}[{i}]", v) for i, v in enumerate(values))
+
+
+def check_optional_int(name: str, value: Any, minimum: int = 1) -> int | None:
+    """``None`` (the data set's whole split, for example) or an integer ``>= minimum``."""
+    return None if value is None else cfg.check_int(name, value, minimum)

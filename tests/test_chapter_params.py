@@ -1,0 +1,83 @@
+"""The one shape of every chapter's parameters (negatives.chapters.params)."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from pathlib import Path
+
+import papermill
+import pytest
+
+from negatives.chapters import bounds, coupon, difficulty, kscan, more_negatives
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = {
+    "coupon": coupon,
+    "difficulty": difficulty,
+    "bounds": bounds,
+    "more_negatives": more_negatives,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHAPTERS))
+def test_the_notebook_declares_exactly_the_params_fields(name: str) -> None:
+    # papermill reads every line of the parameters cell (a "=" in a comment would hide one)
+    declared = list(papermill.inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb")))
+    assert sorted(declared) == sorted(CHAPTERS[name].Params.parameter_names())
+
+
+@pytest.mark.parametrize("name", sorted(CHAPTERS))
+def test_every_profile_is_a_valid_params(name: str) -> None:
+    Params = CHAPTERS[name].Params
+    assert set(Params.profiles) == {"smoke", "book", "full"}
+    for profile, P in Params.profiles.items():
+        assert P.profile == profile
+        assert Params.from_profile(profile) == P
+
+
+def test_a_typo_is_refused_with_the_closest_name() -> None:
+    with pytest.raises(ValueError, match=r"unknown parameter 'epoch'; did you mean 'epochs'\?"):
+        difficulty.Params.from_profile("smoke", epoch=3)
+    # from a notebook's globals, as papermill -p epoch 3 leaves them
+    ns = {"profile": "smoke", "epochs": None, "epoch": 3, "np": types, "display": print}
+    with pytest.raises(ValueError, match="did you mean 'epochs'"):
+        kscan.Params.from_namespace(ns)
+
+
+def test_from_namespace_skips_modules_functions_and_constants() -> None:
+    ns = {"profile": "smoke", "seeds": 1, "RANK_BIN_EDGES": (0.0, 1.0), "pd": types, "f": len}
+    assert kscan.Params.from_namespace(ns).seeds == 1
+
+
+def test_lists_and_numbers_given_as_text_as_papermill_p_passes_them() -> None:
+    P = more_negatives.Params.from_profile(
+        "smoke", num_classes="[2, 3]", dim="5", scales="1.0,10.0", constraints="sphere"
+    )
+    assert P.num_classes == (2, 3) and P.dim == 5 and P.scales == (1.0, 10.0)
+    assert P.constraints == ("sphere",)
+    assert kscan.Params.from_profile("smoke", data_root="data").data_root == "data"
+
+
+def test_embedded_scan_is_flat_and_shared() -> None:
+    P = bounds.Params.from_profile("smoke", seeds=1, num_passes=3, results_dir="/tmp/r")
+    assert P.scan == kscan.Params.from_profile("smoke", seeds=1, results_dir="/tmp/r")
+    assert P.num_passes == 3
+    flat = P.parameters()
+    assert flat["seeds"] == 1 and flat["num_passes"] == 3 and "scan" not in flat
+
+
+def test_direct_construction_and_replace_are_checked() -> None:
+    with pytest.raises(ValueError, match="grid_points"):
+        dataclasses.replace(coupon.BOOK, grid_points=1)
+    with pytest.raises(ValueError, match="seeds"):
+        kscan.BOOK.replace(seeds=0)
+
+
+def test_replace_resolves_derived_fields_again() -> None:
+    # each main condition's seed count and the fine temperature follow the new values
+    P = difficulty.Params.profiles["smoke"].replace(
+        seeds=3, main_conditions=[["all", 0.5], ["all", 0.1]]
+    )
+    assert P.main_conditions == (("all", 0.5, 3), ("all", 0.1, 3))
+    assert P.fine_temperature == 0.5

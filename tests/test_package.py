@@ -1,0 +1,77 @@
+"""The package namespace: ``import negatives`` is cheap and every public name resolves lazily."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+import negatives
+
+
+def fresh(code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a new interpreter (nothing of negatives or torch imported yet)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_every_name_in_all_resolves() -> None:
+    assert len(set(negatives.__all__)) == len(negatives.__all__)
+    for name in negatives.__all__:
+        assert getattr(negatives, name) is not None, name
+    assert set(negatives.__all__) <= set(dir(negatives))
+
+
+def test_submodules_are_modules_and_exports_are_their_objects() -> None:
+    for name in negatives._SUBMODULES:
+        assert getattr(negatives, name) is importlib.import_module(f"negatives.{name}")
+    for name, (module, attr) in negatives._EXPORTS.items():
+        assert name not in negatives._SUBMODULES, name
+        assert getattr(negatives, name) is getattr(getattr(negatives, module), attr), name
+
+
+def test_train_is_the_module_and_its_function_keeps_its_names() -> None:
+    from negatives.train import train
+
+    assert negatives.train.__name__ == "negatives.train"
+    assert negatives.train.train is train is negatives.train_encoder
+    assert (
+        negatives.run is negatives.train.run
+        and negatives.TrainConfig is negatives.train.TrainConfig
+    )
+    assert negatives.augment.augment is importlib.import_module("negatives.augment").augment
+
+
+def test_unknown_attribute_raises_attribute_error_naming_it() -> None:
+    with pytest.raises(AttributeError, match="no_such_thing"):
+        negatives.no_such_thing  # noqa: B018
+    assert not hasattr(negatives, "fit")
+
+
+def test_import_is_cheap_and_a_submodule_works_right_after_it() -> None:
+    done = fresh(
+        "import os, sys\n"
+        "import negatives\n"
+        "assert 'torch' not in sys.modules, 'import negatives imported torch'\n"
+        "assert os.environ['OMP_WAIT_POLICY']\n"
+        "config = negatives.train.TrainConfig(epochs=1)\n"
+        "assert config.epochs == 1\n"
+        "assert negatives.coverage_probability(3, num_classes=3) == 2 / 9\n"
+        "print('ok')\n"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "ok"
+
+
+def test_import_keeps_the_passive_omp_wait_policy_for_torch() -> None:
+    done = fresh(
+        "import os\n"
+        "os.environ.pop('OMP_WAIT_POLICY', None)\n"
+        "import negatives\n"
+        "print(os.environ['OMP_WAIT_POLICY'])\n"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "PASSIVE"
