@@ -15,9 +15,12 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from negatives.book import (
     MATHJAX,
+    TIMING_WORDS,
     BookBuildError,
     Chapter,
     build,
+    compare_glued,
+    glued_values,
     hardware_table,
     main,
     parse_params,
@@ -25,6 +28,7 @@ from negatives.book import (
     timings_table,
     toc_chapters,
 )
+from negatives.chapters import bounds, coupon, difficulty, more_negatives
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -163,6 +167,37 @@ def test_smoke_book_has_every_chapter_with_a_figure_and_no_error(smoke_book: Pat
         assert "An Exception was encountered" not in text, f"{ch.name}: papermill error cell"
         bad = [c for c in page.classes if {"stderr", "traceback", "error"} & set(c.split())]
         assert not bad, f"{ch.name}: error or stderr output blocks {bad}"
+
+
+@pytest.mark.slow
+def test_smoke_book_quotes_what_the_run_cache_holds(smoke_book: Path) -> None:
+    # every chapter's numbers recomputed here from the build's own run cache (nothing trains:
+    # every run and evaluation is cached) are exactly the values its page glues
+    results = str(smoke_book / "results")
+    for name, module in {
+        "coupon": coupon,
+        "difficulty": difficulty,
+        "bounds": bounds,
+        "more_negatives": more_negatives,
+    }.items():
+        extra = {} if module is coupon else {"results_dir": results}
+        P = module.Params.from_profile("smoke", **extra)
+        T = module.run(P)
+        glued = glued_values(smoke_book / "book" / "_generated" / f"{name}.ipynb")
+        want = {
+            k: v for k, v in module.numbers(P, T).items() if not any(w in k for w in TIMING_WORDS)
+        }
+        assert want, name
+        for key, value in want.items():
+            assert glued.get(key) == repr(value), f"{name}: {key}"
+        if module is difficulty:  # every claim of the paper has its rows
+            assert set(T["verdicts"]["key"]) == set(difficulty.paper_claims()), name
+        if module is bounds:  # per data set and mode: 2 accuracy trends, CURL, proposed, 2 lower
+            per = T["verdicts"].groupby(["data", "mode"])["key"].apply(sorted)
+            assert len(per) == len(P.scan.modes) + len(P.scan.latent_modes) and all(
+                k == ["accuracy", "accuracy", "curl", "lower bound", "lower bound", "proposed"]
+                for k in per
+            ), per
 
 
 @pytest.mark.slow
@@ -315,3 +350,29 @@ def test_hardware_table_names_the_precision_that_auto_picks(monkeypatch) -> None
     assert hardware_table().set_index("item").loc[item, "value"].startswith("float32")
     monkeypatch.setattr(cfg, "native_bf16", lambda device: True)
     assert hardware_table().set_index("item").loc[item, "value"].startswith("bf16")
+
+
+PREFIX = "application/papermill.record/"
+
+
+def _glued_notebook(path: Path, values: dict[str, str]) -> None:
+    cell = new_code_cell("glue(...)")
+    cell.outputs = [
+        nbformat.v4.new_output(  # as myst-nb's glue records a value
+            "display_data",
+            data={f"{PREFIX}text/plain": v},
+            metadata={"scrapbook": {"name": k, "mime_prefix": PREFIX}},
+        )
+        for k, v in values.items()
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(new_notebook(cells=[cell]), path)
+
+
+def test_compare_glued_lists_changed_numbers_but_not_timings(tmp_path: Path) -> None:
+    _glued_notebook(tmp_path / "a" / "ch.ipynb", {"ch_acc": "84.9", "ch_seconds": "3.0"})
+    _glued_notebook(tmp_path / "b" / "ch.ipynb", {"ch_acc": "85.0", "ch_seconds": "4.0"})
+    assert glued_values(tmp_path / "a" / "ch.ipynb") == {"ch_acc": "84.9", "ch_seconds": "3.0"}
+    assert compare_glued(tmp_path / "a", tmp_path / "b") == ["ch.ipynb: ch_acc: '84.9' -> '85.0'"]
+    assert compare_glued(tmp_path / "a", tmp_path / "a") == []
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 1

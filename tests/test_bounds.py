@@ -1,5 +1,6 @@
 """Tests for negatives.bounds: coupon collector maths against exact rationals, Monte-Carlo and
-the paper's tables; bound terms against hand computations and a naive per-anchor loop."""
+the paper's tables; bound terms against hand computations and a naive per-anchor loop, on
+feature sets where the theorems must hold exactly, and on the features of small encoders."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from negatives import bounds
+from negatives import bounds, probes
+from negatives.data import load_dataset
+from negatives.models import build_model
+from negatives.train import TrainConfig
 
 # ---------------------------------------------------------------------------------------------
 # Slow, obviously correct references
@@ -543,3 +547,123 @@ def test_bad_bound_parameters_name_the_parameter() -> None:
         bounds.bound_terms(**{**base, "labels": torch.tensor([0, 1, 0, 5])})
     with pytest.raises(ValueError, match="class_means"):
         bounds.bound_terms(**{**base, "class_means": torch.zeros(2, 3)})
+
+
+# ---------------------------------------------------------------------------------------------
+# bound terms of an encoder's features (bound_inputs, terms_from_inputs)
+# ---------------------------------------------------------------------------------------------
+
+
+def clustered_inputs(
+    num_classes: int, per_class: int, dim: int, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """Every sample exactly on its (unit) class vector: z = z⁺ = z̄ = μ_y, so d(f) = 0 and,
+    per anchor, L_Info = ln Σ_c n_c e^{s_yc} - s_yy >= max(L_sub, ln n_y): both theorems hold
+    for every batch, not only in expectation."""
+    gen = torch.Generator().manual_seed(seed)
+    means = torch.nn.functional.normalize(torch.randn(num_classes, dim, generator=gen), dim=1)
+    labels = torch.arange(num_classes).repeat_interleave(per_class)
+    labels = labels[torch.randperm(len(labels), generator=gen)]
+    z = means[labels]
+    return {"z": z, "z_positive": z, "z_bar": z, "labels": labels, "class_means": means}
+
+
+def test_terms_on_exact_clusters_satisfy_both_bounds() -> None:
+    inputs = clustered_inputs(num_classes=5, per_class=12, dim=6)
+    for k in (2, 5, 19, 59):
+        out = bounds.terms_from_inputs(
+            inputs, temperature=0.5, num_negatives=k, num_passes=3, seed=1
+        )
+        extras = {"upsilon_uniform", "upsilon_naive", "proposed_sup_upper_bound_naive_upsilon"}
+        assert extras <= set(out)
+        assert out["d_f"] == pytest.approx(0.0, abs=1e-12)
+        assert 0.0 <= out["upsilon"] <= 1.0 and 0.0 <= out["tau"] <= 1.0
+        assert out["proposed_bound"] <= out["info_loss"] + 1e-12
+        assert out["curl_bound"] <= out["info_loss"] + 1e-12
+        assert out["centroid_accuracy"] == pytest.approx(100.0)
+        assert out["upsilon_uniform"] == bounds.coverage_probability(k + 1, num_classes=5)
+        if out["upsilon"] > 0:
+            # The inequality gives υ̂ L_sup^{covered} <= rhs, so rhs / υ̂ >= L_sup on covered batches.
+            assert out["proposed_sup_upper_bound"] >= out["sup_loss_covered"] - 1e-12
+
+
+def test_sup_loss_and_accuracy_against_a_loop() -> None:
+    gen = torch.Generator().manual_seed(3)
+    c, n, d, t = 4, 40, 5, 0.3
+    labels = torch.arange(n) % c
+    means = torch.randn(c, d, generator=gen)
+    z = torch.nn.functional.normalize(means[labels] + 0.8 * torch.randn(n, d, generator=gen), dim=1)
+    z_bar = torch.nn.functional.normalize(z + 0.3 * torch.randn(n, d, generator=gen), dim=1)
+    mu = bounds.mean_classifier_weights(z_bar, labels, c)
+    inputs = {"z": z, "z_positive": z_bar, "z_bar": z_bar, "labels": labels, "class_means": mu}
+    out = bounds.terms_from_inputs(inputs, temperature=t, num_negatives=7, num_passes=2, seed=0)
+    sup, correct = 0.0, 0
+    for i in range(n):
+        scores = [float(z[i].double() @ mu[j].double()) / t for j in range(c)]
+        sup += math.log(sum(math.exp(s) for s in scores)) - scores[int(labels[i])]
+        bar_scores = [float(z_bar[i] @ mu[j]) for j in range(c)]
+        correct += int(np.argmax(bar_scores) == int(labels[i]))
+    assert out["sup_loss"] == pytest.approx(sup / n, rel=1e-6)
+    assert out["centroid_accuracy"] == pytest.approx(100.0 * correct / n)
+
+
+def test_vacuous_upper_bounds_are_infinite() -> None:
+    # K + 1 = 3 < C = 4: no batch covers every class, so the proposed bound divides by υ = 0.
+    out = bounds.terms_from_inputs(
+        clustered_inputs(4, 6, 5), temperature=0.5, num_negatives=2, num_passes=2, seed=0
+    )
+    assert out["upsilon"] == 0.0 and out["upsilon_exact"] == 0.0
+    assert out["proposed_sup_upper_bound"] == math.inf
+    assert out["proposed_sup_upper_bound_exact_upsilon"] == math.inf
+    # Two classes, one batch of everything: every anchor collides, 1 - τ = 0.
+    out = bounds.terms_from_inputs(
+        clustered_inputs(2, 5, 5), temperature=0.5, num_negatives=9, num_passes=1, seed=0
+    )
+    assert out["tau"] == 1.0
+    assert out["curl_sup_upper_bound"] == math.inf
+    assert math.isfinite(out["proposed_sup_upper_bound"])
+
+
+def test_bound_inputs_images_and_latent(one_thread) -> None:
+    digits = load_dataset("digits", train_size=100, test_size=50)
+    model = build_model("cnn-small", 1, 8, width=8, proj_hidden=16, proj_dim=8, input_dim=64)
+    config = TrainConfig(arch="cnn-small", width=8, proj_hidden=16, proj_dim=8)
+    x = bounds.bound_inputs(model, digits, config, num_augmentations=3, seed=0)
+    with pytest.raises(ValueError, match="num_augmentations"):
+        bounds.bound_inputs(model, digits, config, num_augmentations=0, seed=0)
+    assert x["z"].shape == x["z_positive"].shape == x["z_bar"].shape == (50, 8)
+    assert x["class_means"].shape == (10, 8)
+    assert torch.allclose(x["z"].norm(dim=1), torch.ones(50), atol=1e-5)
+    assert bool((x["z_bar"].norm(dim=1) <= 1 + 1e-5).all())  # a mean of unit vectors
+    assert not torch.equal(x["z"], x["z_positive"])  # two different augmented views
+
+    latent = load_dataset(
+        "latent-class", num_classes=3, dim=6, noise=1.5, train_size=60, test_size=30
+    )
+    mlp = build_model("mlp", 1, 1, width=16, proj_hidden=16, proj_dim=4, input_dim=6)
+    lconfig = TrainConfig(
+        arch="mlp", positives="latent-class", width=16, proj_hidden=16, proj_dim=4
+    )
+    y = bounds.bound_inputs(mlp, latent, lconfig, num_augmentations=3, seed=0)
+    # Positives are training samples of the anchor's class; z̄ is the class mean.
+    labels = latent.test_labels
+    assert torch.equal(y["z_bar"], y["class_means"][labels])
+    z_train = torch.nn.functional.normalize(
+        probes.extract_features(mlp, latent.train_images, which="projection"), dim=1
+    )
+    for i in range(len(labels)):
+        same = z_train[latent.train_labels == labels[i]]
+        assert bool((same == y["z_positive"][i]).all(dim=1).any())
+    # A class with a single test sample still gets a positive (drawn from the training set).
+    sparse = load_dataset("latent-class", num_classes=10, dim=6, train_size=60, test_size=12)
+    assert bool((torch.bincount(sparse.test_labels, minlength=10) == 1).any())
+    s_in = bounds.bound_inputs(mlp, sparse, lconfig, num_augmentations=1, seed=0)
+    assert s_in["z_positive"].shape == (12, 4)
+    out = bounds.terms_from_inputs(y, temperature=0.5, num_negatives=5, num_passes=2, seed=0)
+    assert out["d_f"] == 0.0
+    # The accuracy scores each sample's own feature (z̄ = μ_y would always be right).
+    assert torch.equal(y["z_classify"], y["z"])
+    pred = [int(np.argmax([float(y["z"][i] @ m) for m in y["class_means"]])) for i in range(30)]
+    expected = 100.0 * float(np.mean(np.array(pred) == labels.numpy()))
+    assert expected < 100.0  # noisy classes: the check can tell z from z̄
+    assert out["centroid_accuracy"] == pytest.approx(expected)

@@ -14,7 +14,6 @@ import torch
 from scipy import stats as sps
 
 from negatives import probes
-from negatives import verdicts as vd
 from negatives.chapters import bounds
 from negatives.chapters import more_negatives as mn
 
@@ -159,7 +158,23 @@ def test_k_comparison_inconclusive_cases() -> None:
         mn.k_comparison(scan_table(noisy), margin=-1.0)
 
 
-def test_finite_sample_verdicts_one_row_per_data_mode_metric() -> None:
+def chapter_tables(
+    scan_rows: pd.DataFrame | None = None,
+    population: pd.DataFrame | None = None,
+    margin: float = 1.0,
+    metrics: tuple[str, ...] = tuple(mn.METRICS),
+) -> dict:
+    """The tables of mn.run that mn.claims reads, from synthetic scans."""
+    population = population_table(True) if population is None else population
+    T = {"main": population, "variants": population.iloc[:0], "skew": None}
+    if scan_rows is None:
+        return {**T, "comparisons": pd.DataFrame(), "scan_labels": {}}
+    comparisons = [mn.k_comparison(scan_rows, m, margin) for m in metrics]
+    labels = {kind: mn.kscan.data_label(scan_rows, kind) for kind in set(scan_rows["data"])}
+    return {**T, "comparisons": pd.concat(comparisons, ignore_index=True), "scan_labels": labels}
+
+
+def test_claims_one_finite_sample_row_per_data_mode_metric() -> None:
     flat = [0.8, 0.81, 0.79]
     rows = pd.concat(
         [
@@ -176,17 +191,18 @@ def test_finite_sample_verdicts_one_row_per_data_mode_metric() -> None:
         ],
         ignore_index=True,
     )
-    v = mn.finite_sample_verdicts(rows, margin=1.0)
-    assert len(v) == 3 * len(mn.METRICS)
-    table = vd.verdict_table(v)
+    verdicts = mn.claims(chapter_tables(rows, margin=1.0))
+    table = verdicts[verdicts["key"] == "no degradation"]
+    assert len(table) == 3 * len(mn.METRICS)
     assert set(table["claim"]) == {"accuracy does not degrade with K"}
+    assert set(table["metric"]) == set(mn.METRICS)
     # identical accuracies: difference exactly 0 with a zero-width interval -> reproduced
-    latent = table[table["setting"].str.contains("toy") & table["setting"].str.contains("K = 31")]
+    latent = table[table["data"] == "latent"]
     assert len(latent) == len(mn.METRICS) and set(latent["verdict"]) == {"reproduced"}
-    masked = table[
-        table["setting"].str.contains("subset") & table["setting"].str.contains("K = 15")
-    ]
+    assert latent["setting"].str.contains("K = 31 against K = 7").all()
+    masked = table[(table["data"] == "image") & (table["mode"] == "mask")]
     assert len(masked) == len(mn.METRICS) and set(masked["verdict"]) == {"not reproduced"}
+    assert masked["rule"].str.contains("−1").all()  # the region is above -accuracy_margin
 
 
 def test_k_comparison_reports_the_test_sets_own_interval() -> None:
@@ -196,8 +212,8 @@ def test_k_comparison_reports_the_test_sets_own_interval() -> None:
     rows = rows.assign(linear_correct=packs, num_test=500)
     c = mn.k_comparison(rows, "linear_accuracy").iloc[0]
     assert c["best_test_low"] < 0 < c["best_test_high"]  # independent vectors: about 0
-    v = mn.finite_sample_verdicts(rows, metrics=["linear_accuracy"])
-    assert v[0]["test_set"].startswith("[")
+    verdicts = mn.claims(chapter_tables(rows, metrics=("linear_accuracy",)))
+    assert verdicts[verdicts["key"] == "no degradation"]["test_set"].iloc[0].startswith("[")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,17 +244,13 @@ def population_table(flat: bool) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_population_verdicts_on_synthetic_scans() -> None:
-    rows = mn.population_verdicts(population_table(True), population_table(True).iloc[:0])
-    table = vd.verdict_table(rows)
-    assert len(table) == 6
+def test_population_claims_on_synthetic_scans() -> None:
+    table = mn.claims(chapter_tables())
+    assert list(table["key"]) == list(mn.POPULATION_CLAIMS)
     assert set(table["verdict"]) == {"reproduced"}
     assert (table["low"] == table["high"]).all()  # exact computations: the point is the interval
-    degrading = vd.verdict_table(
-        mn.population_verdicts(population_table(False), population_table(False).iloc[:0])
-    )
-    flat_claim = degrading[degrading["claim"].str.startswith("the optimum does not degrade")]
-    assert flat_claim["verdict"].iloc[0] == "not reproduced"
-    one_start = population_table(True).assign(restarts=1)
-    last = mn.population_verdicts(one_start, one_start.iloc[:0])[-1]
-    assert last["verdict"] == "inconclusive"
+    degrading = mn.claims(chapter_tables(population=population_table(False))).set_index("key")
+    assert degrading.loc["flat", "verdict"] == "not reproduced"
+    assert degrading.loc["zipf", "verdict"] == "reproduced"  # the Zipf rows stay flat
+    one_start = mn.claims(chapter_tables(population=population_table(True).assign(restarts=1)))
+    assert one_start.set_index("key").loc["tractable", "verdict"] == "inconclusive"

@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from negatives import stats
+from negatives import probes, stats
 from negatives.stats import mean_interval, summarize
 
 
@@ -91,3 +92,91 @@ def test_contrast_bootstrap_of_a_slope_and_its_checks() -> None:
     assert low < 1.0 < high
     with pytest.raises(ValueError, match="weights"):
         stats.contrast_bootstrap(correct, w[:2])
+
+
+def test_mean_interval_with_infinities() -> None:
+    inf = math.inf
+    assert stats.mean_interval_with_infinities([inf, inf, inf]) == (inf, inf, inf)
+    finite = [1.0, 2.0, 4.0]
+    assert stats.mean_interval_with_infinities([*finite, inf]) == (
+        inf,
+        mean_interval(finite)[1],
+        inf,
+    )
+    assert stats.mean_interval_with_infinities([3.0, inf]) == (inf, 3.0, inf)
+    assert stats.mean_interval_with_infinities(finite) == mean_interval(finite)
+
+
+# -- over the seeds of a scan over K -----------------------------------------------------------
+
+
+def scan_table(slope: float = 1.5, noise: float = 0.0, seeds: int = 3) -> pd.DataFrame:
+    """One row per (seed, K): ``linear_accuracy`` = 60 + slope log2(K+1) (+ noise), ``bound``
+    = K+1, ``flat`` = 1, all in one setting of :data:`negatives.stats.SCAN_KEYS`."""
+    rng = np.random.default_rng(0)
+    ks = np.array([3, 15, 63, 255])
+    return pd.DataFrame(
+        [
+            {
+                "data": "image",
+                "num_classes": 10,
+                "mode": "batch",
+                "K": k,
+                "seed": s,
+                "linear_accuracy": 60 + slope * math.log2(k + 1) + noise * rng.standard_normal(),
+                "bound": k + 1.0,
+                "flat": 1.0,
+            }
+            for s in range(seeds)
+            for k in ks
+        ]
+    )
+
+
+def test_seed_slopes_and_trend_recover_a_known_slope() -> None:
+    rows = scan_table(slope=1.5)
+    assert stats.seed_slopes(rows, "linear_accuracy").tolist() == pytest.approx([1.5] * 3)
+    mean, low, high, n = stats.trend(rows, "linear_accuracy")
+    assert (mean, n) == (pytest.approx(1.5), 3) and low == pytest.approx(high)
+    # non-finite values are left out; a seed with fewer than two finite K has no slope
+    rows.loc[(rows.seed == 0) & (rows.K > 3), "linear_accuracy"] = math.inf
+    assert stats.seed_slopes(rows, "linear_accuracy").index.tolist() == [1, 2]
+    # other names for the K and seed columns
+    renamed = rows.rename(columns={"K": "negatives", "seed": "run"})
+    assert stats.trend(renamed, "linear_accuracy", x="negatives", seed="run")[3] == 2
+
+
+def test_summaries_count_infinite_values() -> None:
+    rows = scan_table(slope=1.0, noise=0.5)
+    top = rows["K"] == 255
+    rows.loc[top, "bound"] = math.inf
+    rows.loc[top & (rows.seed == 0), "linear_accuracy"] = math.inf
+    s = stats.summarize_over_seeds(rows, ["bound", "linear_accuracy", "flat"])
+    assert list(s.columns[:6]) == [*stats.SCAN_KEYS, "K+1", "term"]
+    s = s.set_index(["K", "term"])
+    assert s.loc[(255, "bound"), "n_inf"] == 3 and math.isnan(s.loc[(255, "bound"), "mean"])
+    acc = s.loc[(255, "linear_accuracy")]
+    assert acc["n_inf"] == 1 and acc["n_finite"] == 2
+    finite = rows.loc[top & (rows.seed > 0), "linear_accuracy"]
+    assert acc["mean"] == pytest.approx(finite.mean())
+    assert s.loc[(3, "flat"), "low"] == pytest.approx(1.0)  # no spread, zero-width interval
+    wide = stats.wide_summary(rows, ["bound", "flat"]).set_index("K+1")
+    assert wide.loc[256, "bound"] == math.inf
+    assert wide.loc[4, "bound"] == pytest.approx(4.0)
+    per_mode = stats.wide_summary(rows, ["flat"], by=["mode"])
+    assert list(per_mode.columns) == ["mode", "flat"] and len(per_mode) == 1
+    with pytest.raises(ValueError, match="values"):
+        stats.summarize_over_seeds(rows, ["missing"])
+
+
+def test_trend_test_interval_resamples_the_test_images() -> None:
+    rng = np.random.default_rng(0)
+    rows = scan_table()
+    m = 2000
+    p = 0.6 + 0.02 * np.log2(rows["K"].to_numpy() + 1.0)  # (R,): 2 points per doubling
+    correct = torch.from_numpy(rng.random((len(rows), m)) < p[:, None])  # (R, M)
+    rows = rows.assign(linear_correct=[probes.pack_correct(c) for c in correct], num_test=m)
+    low, high = stats.trend_test_interval(rows, "linear_accuracy")
+    assert low < 2.0 < high and high - low < 1.5
+    assert stats.trend_test_interval(rows, "centroid_accuracy") is None  # no per-image results
+    assert stats.trend_test_interval(rows.iloc[1:], "linear_accuracy") is None  # a seed lacks a K

@@ -3,6 +3,7 @@ against the regular simplex, downstream metrics and the CURL view against hand c
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -128,6 +129,22 @@ def test_collision_free_loss_matches_enumeration():
     assert got == pytest.approx(ref, rel=1e-12)
 
 
+def test_quadrature_check_against_enumeration_and_monte_carlo():
+    cases = [(2, 9, 10.0), (3, 5, 1.0)]
+    rows = theory.quadrature_check(cases, num_samples=20_000, seed=0)
+    assert [(r["C"], r["K"], r["scale s"]) for r in rows] == cases
+    for r in rows:
+        assert r["|integral - enumeration|"] == abs(r["integral"] - r["enumeration"]) < 1e-10
+        assert (
+            r["(integral - MC) / s.e."] == (r["integral"] - r["Monte Carlo"]) / r["MC std. error"]
+        )
+        assert abs(r["(integral - MC) / s.e."]) < 5
+    # case i draws from seed + i: the second case alone, from seed 1, is the same row
+    alone = theory.quadrature_check(cases[1:], num_samples=20_000, seed=1)[0]
+    clock = "integral time (ms)"
+    assert {**alone, clock: 0} == {**rows[1], clock: 0}
+
+
 # ------------------------------------------------------------------------- optimum
 
 
@@ -212,6 +229,30 @@ def test_collapsed_classes_split_the_tie():
     assert m.accuracy == pytest.approx(0.5 * 0.5 + 0.25 * 0.5 + 0.25)
     assert m.balanced_accuracy == pytest.approx((0.5 + 0.5 + 1) / 3)
     assert m.min_margin == pytest.approx(0.0)
+
+
+def test_optimum_reports_the_simplex_its_classifier_and_the_curl_view():
+    rho = [1 / 3] * 3
+    r = theory.optimum(3, 8, 3, rho, scale=2.0, constraint="sphere", seed=0, restarts=2)
+    assert list(r) == [
+        *("C", "K", "scale", "constraint", "loss", "simplex distance", "supervised loss"),
+        *("accuracy", "balanced supervised loss", "balanced accuracy", "min margin", "min norm"),
+        *("max norm", "tau_K", "log10 (1 - tau_K)", "collision term", "collision-free loss"),
+        *("log10 CURL bound", "restarts", "restart spread", "gradient norm", "iterations"),
+        "seconds",
+    ]  # the run cache keeps these names
+    json.dumps(r)  # plain numbers
+    simplex = _simplex_vectors(3)
+    assert r["simplex distance"] < 1e-6 and r["accuracy"] == 1.0
+    assert r["min norm"] == pytest.approx(1.0) and r["max norm"] == pytest.approx(1.0)
+    assert r["loss"] == pytest.approx(theory.population_loss(simplex, 8, scale=2.0).item())
+    downstream = theory.downstream_metrics(simplex, rho, 2.0)
+    assert r["supervised loss"] == pytest.approx(downstream.supervised_loss, abs=1e-8)
+    assert r["restarts"] == 2 and 0 <= r["restart spread"] < 1e-8
+    curl = theory.curl_bound_prediction(r["loss"], 8, rho)
+    assert r["tau_K"] == curl.collision_probability
+    assert r["log10 CURL bound"] == pytest.approx(curl.log_bound / math.log(10))
+    assert 10 ** r["log10 CURL bound"] >= r["collision-free loss"]  # CURL bounds L_sub
 
 
 # ------------------------------------------------------------------------- CURL view

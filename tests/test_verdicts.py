@@ -132,3 +132,11 @@ def test_styled_shows_the_readers_columns() -> None:
     assert "nan" not in html  # blank where a row has no seed count
     with pytest.raises(ValueError, match="columns"):
         vd.styled(table, "x", columns=["claim", "colour"])
+
+
+def test_count_numbers_names_every_verdict() -> None:
+    claim = vd.Claim("c", "p", "s", "q", vd.above(0.0))
+    rows = [vd.judge(claim, 1.0, 0.5, 1.5), vd.judge(claim, -1.0, -1.5, -0.5)]
+    rows.append(vd.judge(claim, 0.1, -0.5, 0.7))
+    got = vd.count_numbers("ch", vd.verdict_table(rows))
+    assert got == {"ch_n_verdicts": 3, "ch_n_rep": 1, "ch_n_notrep": 1, "ch_n_inc": 1}

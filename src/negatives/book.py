@@ -607,6 +607,46 @@ def recipe_figure(table: pd.DataFrame) -> Any:
 # CLI
 
 
+# ---------------------------------------------------------------------------------------------
+# what a page quotes
+
+
+def glued_values(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Every value an executed notebook glues (myst-nb's ``glue``), by name, as the page's text
+    (``text/plain``, or ``text/markdown`` for Markdown values, under the record's MIME prefix)."""
+    nb = json.loads(Path(path).read_text())
+    out: dict[str, str] = {}
+    for cell in nb["cells"]:
+        for output in cell.get("outputs", []):
+            record = output.get("metadata", {}).get("scrapbook", {})
+            if record.get("name"):
+                name, prefix = record["name"], record.get("mime_prefix", "")
+                data = output.get("data", {})
+                text = data.get(f"{prefix}text/plain", data.get(f"{prefix}text/markdown", ""))
+                out[name] = "".join(text) if isinstance(text, list) else text  # nbformat lines
+    return out
+
+
+# Glued values that measure the machine, not the study: they differ between any two builds.
+TIMING_WORDS = ("seconds", "minutes", "_time", "hardware", "date")
+
+
+def compare_glued(before: str | os.PathLike[str], after: str | os.PathLike[str]) -> list[str]:
+    """The glued values that differ between two folders of executed notebooks (one line each;
+    empty when every number the pages quote is the same), wall-clock timings left out."""
+    lines = []
+    for path in sorted(Path(before).glob("*.ipynb")):
+        other = Path(after) / path.name
+        if not other.is_file():
+            lines.append(f"{path.name}: missing in {after}")
+            continue
+        a, b = glued_values(path), glued_values(other)
+        for name in sorted(set(a) | set(b)):
+            if a.get(name) != b.get(name) and not any(w in name for w in TIMING_WORDS):
+                lines.append(f"{path.name}: {name}: {a.get(name)!r} -> {b.get(name)!r}")
+    return lines
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="negatives-book", description="Execute the book's notebooks and build the HTML."
@@ -625,6 +665,11 @@ def _parser() -> argparse.ArgumentParser:
         help="skip toc chapters whose notebook (or executed copy) does not exist yet",
     )  # fmt: skip
     b.add_argument("--root", default=".", help="book root: _config.yml, _toc.yml (default: .)")
+    c = sub.add_parser(
+        "compare", help="the glued values that differ between two folders of executed notebooks"
+    )
+    c.add_argument("before", help="e.g. a copy of book/_generated from before a change")
+    c.add_argument("after", nargs="?", default=str(GENERATED), help="default: book/_generated")
     return parser
 
 
@@ -632,6 +677,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # papermill logs each cell's output through `logging` (log_output=True).
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command == "compare":
+        lines = compare_glued(args.before, args.after)
+        print("\n".join(lines) if lines else "every glued value is the same (timings left out)")
+        return 1 if lines else 0
     try:
         build(
             root=args.root,

@@ -10,20 +10,28 @@ Two halves, both pure functions:
   :func:`naive_coverage_probability` and :func:`alternating_sum_largest_term`.
 * Bound terms (Nozawa & Sato 2021, section 5): the CURL lower bound and the proposed coupon
   collector lower bound on the InfoNCE loss, each term estimated as the authors' ``bound.py``
-  does, on shuffled test batches of size ``K+1``.
+  does, on shuffled test batches of size ``K+1``; :func:`bound_inputs` takes the features they
+  need from a trained encoder and :func:`terms_from_inputs` evaluates them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import integrate, special
 from torch import Tensor
 
 from negatives import config as cfg
+from negatives import probes
+from negatives.data import Dataset, sample_same_class
+
+if TYPE_CHECKING:
+    from negatives.train import TrainConfig
 
 # Entries of the positive series below exp(-700) ~ 1e-304 are dropped; they cannot change a
 # result above ~1e-280 (every dropped term is multiplied by numbers <= 1), so the relative
@@ -434,9 +442,8 @@ def bound_terms(
       ``proposed_sup_upper_bound`` = (2 (L_Info - d_f) - sub_term - collision_term) / υ;
       ``proposed_sup_upper_bound_exact_upsilon`` the same with the exact υ (their bound notebook
       substitutes a theoretical υ where the empirical one is 0);
-      ``proposed_sup_upper_bound_notebook`` subtracts only sub_term / 2, which is what the
-      authors' ``bound.ipynb`` computes (it halves the sub term before solving); we believe the
-      first is the correct algebra and keep this one only to reproduce their figure;
+      (the authors' ``bound.ipynb`` subtracts only sub_term / 2, halving the sub term before
+      solving; we keep the algebra above);
       ``curl_sup_upper_bound`` = (L_Info - d_f - collision_term - E[1{no col, not covered}
       L_sub]) / (1 - τ), as their notebook (the covered, collision-free part stands for
       (1-τ) L_sup). A zero υ or 1-τ gives ±inf (:func:`sup_upper_bound`);
@@ -579,9 +586,130 @@ def bound_terms(
         "curl_sup_rhs": curl_rhs,
         "proposed_sup_upper_bound": sup_upper_bound(proposed_rhs, upsilon),
         "proposed_sup_upper_bound_exact_upsilon": sup_upper_bound(proposed_rhs, upsilon_exact),
-        "proposed_sup_upper_bound_notebook": sup_upper_bound(
-            2.0 * (info_loss - d_f) - 0.5 * sub_term - collision, upsilon
-        ),
         "curl_sup_upper_bound": sup_upper_bound(curl_rhs, 1.0 - tau),
         "centroid_accuracy": accuracy,
     }
+
+
+# --------------------------------------------------------------------------------------------
+# The bound terms of a trained encoder
+# --------------------------------------------------------------------------------------------
+
+MAX_AUGMENTATIONS = 100
+
+
+def bound_inputs(
+    model: torch.nn.Module,
+    data: Dataset,
+    config: TrainConfig,
+    *,
+    num_augmentations: int,
+    seed: int,
+    device: str = "cpu",
+) -> dict[str, Tensor]:
+    """The feature sets :func:`bound_terms` needs, from one trained encoder.
+
+    All features are L2-normalised projections z (the space the InfoNCE loss is computed in).
+
+    * Images (Nozawa & Sato's ``bound.py``): the anchor ``z`` and the positive ``z_positive``
+      are two fresh augmented views of each test image; ``z_bar`` averages
+      ``num_augmentations`` further views (f̄(x) = E_a f(a(x)) in d(f)); the mean classifier
+      μ_c averages the training features over ``num_augmentations`` views, then over class c.
+    * Latent-class vectors (positives drawn from the class, Saunshi et al. 2019): no
+      augmentation. ``z = f(x)``; ``z_positive = f(x⁺)`` with x⁺ a random training sample of
+      the same class (an independent draw from D_c, as the trainer draws positives); μ_c is
+      the mean training feature of class c. The positive depends on x only through its class,
+      so f̄(x) = E[f(x⁺) | c] is the class mean: ``z_bar = μ_y`` and d(f) = 0 by construction.
+
+    ``config`` supplies the views (``strength``, ``min_scale``, ``flip``) and which kind of
+    positives the encoder was trained with (``positives``). Returns ``z``, ``z_positive``,
+    ``z_bar`` (N_test, D), ``labels`` (N_test,), ``class_means`` (C, D) and ``z_classify``
+    (N_test, D): the features the mean classifier scores for its accuracy (images: z̄, as the
+    authors' ``centroid_accuracy``; latent-class vectors: z itself, since z̄ = μ_y would
+    classify every sample correctly by construction).
+    """
+    a = cfg.check_int("num_augmentations", num_augmentations, 1, MAX_AUGMENTATIONS)
+    seed = cfg.check_int("seed", seed, 0)
+    c = data.num_classes
+    aug = dict(strength=config.strength, min_scale=config.min_scale, flip=config.flip)
+    if config.positives == "latent-class":
+        z_train = probes.extract_features(
+            model, data.train_images, which="projection", device=device
+        )
+        z_test = probes.extract_features(model, data.test_images, which="projection", device=device)
+        z_train, z_test = F.normalize(z_train, dim=1), F.normalize(z_test, dim=1)
+        class_means = mean_classifier_weights(z_train, data.train_labels, c)  # (C, D)
+        gen = torch.Generator().manual_seed(seed)
+        # x⁺ ~ D_c drawn from the training set, as in training: an independent draw of the
+        # anchor's class that exists even for a class with a single test sample.
+        partner = sample_same_class(data.test_labels, data.train_labels, gen)  # (N,)
+        return {
+            "z": z_test,
+            "z_positive": z_train[partner],
+            "z_bar": class_means[data.test_labels],
+            "labels": data.test_labels,
+            "class_means": class_means,
+            "z_classify": z_test,
+        }
+    # train: (N, A, D) -> augmentation mean (N, D) -> class means (C, D)
+    train_views = probes.augmented_features(
+        model, data.train_images, a, seed=seed, device=device, **aug
+    )
+    class_means = mean_classifier_weights(train_views.mean(dim=1), data.train_labels, c)
+    # test: (N, 2 + A, D): view 0 = anchor, view 1 = positive, views 2.. = z̄
+    test_views = probes.augmented_features(
+        model, data.test_images, 2 + a, seed=seed + 1, device=device, **aug
+    )
+    return {
+        "z": test_views[:, 0],
+        "z_positive": test_views[:, 1],
+        "z_bar": test_views[:, 2:].mean(dim=1),
+        "labels": data.test_labels,
+        "class_means": class_means,
+        "z_classify": test_views[:, 2:].mean(dim=1),
+    }
+
+
+def terms_from_inputs(
+    inputs: dict[str, Tensor],
+    *,
+    temperature: float,
+    num_negatives: int,
+    num_passes: int,
+    seed: int,
+) -> dict[str, float]:
+    """:func:`bound_terms` (Nozawa & Sato 2021, section 5) on :func:`bound_inputs`, plus the
+    quantities their figures set beside it.
+
+    Extras: ``centroid_accuracy`` (the mean classifier's test accuracy in %, argmax_c
+    f·μ_c on ``inputs["z_classify"]``, z̄ when absent, as the authors' ``centroid_accuracy``),
+    ``upsilon_uniform`` (υ(K+1) exactly, uniform prior over the C classes), ``upsilon_naive``
+    (the same in float64 with the authors' notebook formula, see
+    :func:`naive_coverage_probability`), and ``proposed_sup_upper_bound_naive_upsilon``: the
+    proposed upper bound on L_sup divided by that float64 υ, i.e. what the authors' figure
+    computes where the empirical υ is 0. Upper bounds whose weight (υ or 1 - τ) is 0 in the
+    sample are ±inf, as :func:`sup_upper_bound` defines them.
+    """
+    c = inputs["class_means"].shape[0]
+    out = bound_terms(
+        inputs["z"],
+        inputs["z_bar"],
+        inputs["labels"],
+        inputs["class_means"],
+        temperature,
+        num_negatives,
+        num_passes,
+        seed,
+        z_positive=inputs["z_positive"],
+    )
+    k = int(num_negatives)
+    scored = inputs.get("z_classify", inputs["z_bar"]).double()
+    pred = (scored @ inputs["class_means"].double().T).argmax(dim=1)  # (N, D) x (D, C) -> (N,)
+    out["centroid_accuracy"] = 100.0 * (pred == inputs["labels"]).double().mean().item()
+    out["upsilon_uniform"] = coverage_probability(k + 1, num_classes=c)
+    out["upsilon_naive"] = naive_coverage_probability(k + 1, c, "notebook")
+    # what the authors' figure computes where the empirical υ is 0: the float64 υ instead
+    out["proposed_sup_upper_bound_naive_upsilon"] = sup_upper_bound(
+        out["proposed_sup_rhs"], out["upsilon_naive"]
+    )
+    return out

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats as _stats
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
@@ -42,6 +46,146 @@ def summarize(df, by: Sequence[str], value: str, confidence: float = 0.95):
             }
         )
     return pd.DataFrame(rows)
+
+
+def mean_interval_with_infinities(
+    values: Sequence[float], confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """:func:`mean_interval` of values over seeds of which some may be +inf (a vacuous upper
+    bound): all infinite gives ``(inf, inf, inf)``; some give ``(inf, low, inf)`` with ``low``
+    the lower end of the finite ones' interval (their value, for a single finite one)."""
+    x = np.asarray(values, dtype=float)
+    finite = x[np.isfinite(x)]
+    if np.isposinf(x).all():
+        return math.inf, math.inf, math.inf
+    if np.isposinf(x).any():
+        low = mean_interval(finite.tolist(), confidence)[1] if finite.size > 1 else finite.min()
+        return math.inf, float(low), math.inf
+    return mean_interval(x.tolist(), confidence)
+
+
+# -- over the seeds of a scan over K -----------------------------------------------------------
+# A scan table has one row per trained run: its seed (``seed``), its number of negatives (``K``),
+# the keys of its setting (``SCAN_KEYS``) and the measured values. A trend is the least-squares
+# slope of a value against log2(K+1), fitted per seed: "change per doubling of K+1".
+
+SCAN_KEYS: tuple[str, ...] = ("data", "num_classes", "mode", "K")
+
+
+def summarize_over_seeds(
+    rows: pd.DataFrame,
+    values: Sequence[str],
+    *,
+    by: Sequence[str] = SCAN_KEYS,
+    confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Mean and interval over seeds per group ``by`` of a scan table, one row per value.
+
+    Columns: the keys ``by`` (a key ``K`` also gives ``K+1``), term, n (runs), n_finite, n_inf
+    (runs where the value is +inf: an upper bound with υ = 0 or τ = 1 in the sample), mean,
+    low, high (of the finite values; a single seed gives no interval).
+    """
+    import pandas as pd
+
+    by = list(by)
+    out = []
+    for value in values:
+        if value not in rows.columns:
+            raise ValueError(f"values: {value!r} is not a column of the rows")
+        for key, group in rows.groupby(by, sort=True):
+            x = group[value].to_numpy(dtype=float)
+            mean, low, high = mean_interval(x[np.isfinite(x)].tolist(), confidence)
+            keys = dict(zip(by, key, strict=True))
+            if "K" in keys:
+                keys["K+1"] = keys["K"] + 1
+            out.append(
+                {
+                    **keys,
+                    "term": value,
+                    "n": len(x),
+                    "n_finite": int(np.isfinite(x).sum()),
+                    "n_inf": int(np.isposinf(x).sum()),
+                    "mean": mean,
+                    "low": low,
+                    "high": high,
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def wide_summary(
+    rows: pd.DataFrame, values: Sequence[str], *, by: Sequence[str] = SCAN_KEYS
+) -> pd.DataFrame:
+    """Means over seeds (:func:`summarize_over_seeds`), one column per value, one row per group
+    ``by`` (``K`` shown as ``K+1``), for tables.
+
+    A value that is +inf in every seed is shown as inf (not as a missing mean).
+    """
+    s = summarize_over_seeds(rows, values, by=by)
+    s["value"] = s["mean"].where(s["n_inf"] < s["n"], math.inf)
+    index = ["K+1" if b == "K" else b for b in by]
+    table = s.pivot(index=index, columns="term", values="value").reindex(columns=list(values))
+    table.columns.name = None
+    return table.reset_index()
+
+
+def seed_slopes(rows: pd.DataFrame, value: str, *, x: str = "K", seed: str = "seed") -> pd.Series:
+    """Per seed, the least-squares slope of ``value`` against log2(``x`` + 1) (finite values
+    only): the change per doubling of K+1.
+
+    A seed with fewer than two distinct K among its finite values gets no slope.
+    """
+    import pandas as pd
+
+    slopes = {}
+    for s, g in rows.groupby(seed, sort=True):
+        t = np.log2(g[x].to_numpy(dtype=float) + 1.0)
+        y = g[value].to_numpy(dtype=float)
+        ok = np.isfinite(y)
+        if np.unique(t[ok]).size < 2:
+            continue
+        slopes[s] = float(np.polyfit(t[ok], y[ok], 1)[0])
+    return pd.Series(slopes, name=value, dtype=float)
+
+
+def trend(
+    rows: pd.DataFrame,
+    value: str,
+    *,
+    x: str = "K",
+    seed: str = "seed",
+    confidence: float = 0.95,
+) -> tuple[float, float, float, int]:
+    """Mean per-seed slope (:func:`seed_slopes`, per doubling of K+1) with its Student-t
+    interval over seeds, and the number of seeds."""
+    slopes = seed_slopes(rows, value, x=x, seed=seed)
+    mean, low, high = mean_interval(slopes.tolist(), confidence)
+    return mean, low, high, int(slopes.size)
+
+
+def trend_test_interval(
+    rows: pd.DataFrame, value: str, *, x: str = "K", seed: str = "seed"
+) -> tuple[float, float] | None:
+    """The test set's own 95% interval of :func:`trend`'s mean slope, by resampling the test
+    images (:func:`contrast_bootstrap`); ``None`` where ``rows`` has no per-image results for
+    ``value`` (``<probe>_correct``, :func:`negatives.probes.correct_matrix`) or a seed lacks
+    a K."""
+    # probes brings torch; imported here so that this module stays light
+    from negatives.probes import correct_matrix
+
+    column = f"{value.removesuffix('_accuracy')}_correct"
+    if column not in rows.columns or rows[column].isna().any():
+        return None
+    ks = sorted(set(rows[x]))
+    seeds = sorted(set(rows[seed]))
+    if len(ks) < 2 or len(rows) != len(ks) * len(seeds):
+        return None
+    t = np.log2(np.asarray(ks, dtype=float) + 1.0)
+    w_k = (t - t.mean()) / ((t - t.mean()) ** 2).sum()  # least-squares slope weights
+    rows = rows.sort_values([seed, x])
+    weights = np.tile(w_k, len(seeds)) / len(seeds)
+    _, low, high = contrast_bootstrap(correct_matrix(rows, column), weights)
+    return low, high
 
 
 # -- the evaluation's own uncertainty ----------------------------------------------------------

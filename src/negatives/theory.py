@@ -54,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -346,6 +347,49 @@ def population_loss_monte_carlo(
     mean = total / n
     var = max(total_sq / n - mean**2, 0.0) * n / (n - 1)
     return MonteCarloEstimate(mean=mean, standard_error=math.sqrt(var / n))
+
+
+def quadrature_check(
+    cases: Sequence[tuple[int, int, float]], num_samples: int = 100_000, seed: int = 0
+) -> list[dict[str, float]]:
+    """The exact integral of :func:`population_loss` against exact enumeration and Monte Carlo.
+
+    One row per case ``(C, K, s)`` (small enough to enumerate, see
+    :func:`population_loss_enumerated`): ``C`` class vectors drawn in the unit ball of ``R^C``
+    (uniform directions, uniform radii) with a random prior ``rho`` (uniform on [0.1, 1.1],
+    normalised), from ``torch.Generator().manual_seed(seed + i)`` for the ``i``-th case. Columns:
+    the integral, the enumeration over multinomial counts, their difference, the mean of
+    ``num_samples`` Monte-Carlo draws (:func:`population_loss_monte_carlo`, seed ``seed + i``),
+    its standard error, the integral's distance from it in standard errors, and the integral's
+    wall-clock time.
+    """
+    rows = []
+    for i, (c, k, s) in enumerate(cases):
+        gen = torch.Generator().manual_seed(seed + i)
+        v = torch.randn(c, c, generator=gen, dtype=_DTYPE)
+        v = v / v.norm(dim=1, keepdim=True) * torch.rand(c, 1, generator=gen, dtype=_DTYPE)
+        rho = torch.rand(c, generator=gen, dtype=_DTYPE) + 0.1
+        rho = (rho / rho.sum()).tolist()
+        t0 = time.perf_counter()
+        exact = float(population_loss(v, k, rho, s))
+        t_exact = time.perf_counter() - t0
+        enumerated = population_loss_enumerated(v, k, rho, s)
+        mc = population_loss_monte_carlo(v, k, rho, s, num_samples=num_samples, seed=seed + i)
+        rows.append(
+            {
+                "C": c,
+                "K": k,
+                "scale s": s,
+                "integral": exact,
+                "enumeration": enumerated,
+                "|integral - enumeration|": abs(exact - enumerated),
+                "Monte Carlo": mc.mean,
+                "MC std. error": mc.standard_error,
+                "(integral - MC) / s.e.": (exact - mc.mean) / mc.standard_error,
+                "integral time (ms)": 1000 * t_exact,
+            }
+        )
+    return rows
 
 
 # --------------------------------------------------------------------------- the optimum
@@ -680,6 +724,76 @@ def curl_bound_prediction(
     )
 
 
+# --------------------------------------------------------------------------- one optimum, reported
+
+
+def optimum(
+    num_classes: int,
+    num_negatives: int,
+    dim: int,
+    class_probs: Sequence[float],
+    scale: float,
+    constraint: str,
+    seed: int,
+    restarts: int,
+) -> dict[str, Any]:
+    """One population optimum and everything reported about it, as plain numbers (JSON).
+
+    The minimiser of ``L_K`` (:func:`optimal_representation`), whose downstream performance
+    Awasthi, Dikkala & Kamath (2022) find does not degrade with ``K``: its ``loss``, its
+    ``simplex distance`` (:func:`simplex_distance`), the mean classifier's prior-weighted and
+    balanced supervised loss and accuracy and its smallest margin (:func:`downstream_metrics`),
+    the smallest and largest class-vector norm; the CURL view at it
+    (:func:`curl_bound_prediction`, Arora et al. 2019, Lemma 4.3): ``tau_K``,
+    ``log10 (1 - tau_K)``, the collision term ``E ln(1 + Col)`` and ``log10 CURL bound`` on the
+    collision-free loss, with the exact ``collision-free loss`` (:func:`collision_free_loss`)
+    beside it; and the optimiser's ``restarts``, ``restart spread`` (largest minus smallest final
+    loss), ``gradient norm``, ``iterations`` and wall-clock ``seconds``.
+    """
+    t0 = time.perf_counter()
+    res = optimal_representation(
+        num_classes,
+        num_negatives,
+        dim,
+        class_probs,
+        scale=scale,
+        constraint=constraint,
+        seed=seed,
+        restarts=restarts,
+    )
+    seconds = time.perf_counter() - t0
+    m = downstream_metrics(res.vectors, class_probs, scale)
+    curl = curl_bound_prediction(res.loss, num_negatives, class_probs)
+    norms = res.vectors.norm(dim=1)
+    return {
+        "C": num_classes,
+        "K": num_negatives,
+        "scale": scale,
+        "constraint": constraint,
+        "loss": res.loss,
+        "simplex distance": res.simplex_distance,
+        "supervised loss": m.supervised_loss,
+        "accuracy": m.accuracy,
+        "balanced supervised loss": m.balanced_supervised_loss,
+        "balanced accuracy": m.balanced_accuracy,
+        "min margin": m.min_margin,
+        "min norm": float(norms.min()),
+        "max norm": float(norms.max()),
+        "tau_K": curl.collision_probability,
+        "log10 (1 - tau_K)": curl.log_no_collision / math.log(10),
+        "collision term": curl.collision_term,
+        "collision-free loss": float(
+            collision_free_loss(res.vectors, num_negatives, class_probs, scale)
+        ),
+        "log10 CURL bound": curl.log_bound / math.log(10),
+        "restarts": len(res.restart_losses),
+        "restart spread": max(res.restart_losses) - min(res.restart_losses),
+        "gradient norm": res.gradient_norm,
+        "iterations": res.iterations,
+        "seconds": seconds,
+    }
+
+
 __all__ = [
     "CONSTRAINTS",
     "CurlPrediction",
@@ -690,10 +804,12 @@ __all__ = [
     "curl_bound_prediction",
     "downstream_metrics",
     "optimal_representation",
+    "optimum",
     "population_loss",
     "population_loss_enumerated",
     "population_loss_monte_carlo",
     "population_loss_per_class",
+    "quadrature_check",
     "simplex_distance",
     "simplex_gram",
 ]

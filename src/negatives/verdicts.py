@@ -270,6 +270,17 @@ def counts(table: pd.DataFrame) -> dict[str, int]:
     return {v: int(found.get(v, 0)) for v in VERDICTS}
 
 
+def count_numbers(prefix: str, table: pd.DataFrame) -> dict[str, int]:
+    """A page's glue values for its verdict counts: ``<prefix>_n_verdicts``, ``_n_rep``,
+    ``_n_notrep`` and ``_n_inc``."""
+    found = counts(table)
+    short = {REPRODUCED: "rep", NOT_REPRODUCED: "notrep", INCONCLUSIVE: "inc"}
+    return {
+        f"{prefix}_n_verdicts": len(table),
+        **{f"{prefix}_n_{short[v]}": found[v] for v in VERDICTS},
+    }
+
+
 def _number(x: float, digits: int = 2, signed: bool = False) -> str:
     """A number for the page: fixed decimals, two significant digits when smaller than that."""
     if math.isnan(x):

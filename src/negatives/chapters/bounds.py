@@ -5,12 +5,13 @@ The chapter's parameters (:class:`Params`: the shared K-scan of
 turn trained encoders into the chapter's tables:
 
 * :func:`scan_bounds`: train (or reuse from the run cache) every encoder of the K-scan and
-  evaluate the bound terms of :func:`negatives.bounds.bound_terms` on each, as the authors'
-  ``bound.py`` does: test set, shuffled batches of K+1, several passes, mean classifier from
-  training features averaged over augmentations. One row per run.
-* summaries over seeds (:func:`summarize_over_seeds`), the comparison with the paper's tables
-  (:func:`paper_comparison`), exact against float64 υ (:func:`upsilon_table`), and
-  :func:`verdicts`, one row per claim decided by the rules documented there.
+  evaluate the bound terms on each (:func:`negatives.bounds.bound_inputs` and
+  :func:`negatives.bounds.terms_from_inputs`, as the authors' ``bound.py`` does: test set,
+  shuffled batches of K+1, several passes, mean classifier from training features averaged
+  over augmentations), cached per run (:func:`evaluate_run`). One row per run.
+* summaries over seeds (:func:`negatives.stats.summarize_over_seeds`), the comparison with the
+  paper's tables (:func:`paper_comparison`), exact against float64 υ (:func:`upsilon_table`),
+  and :func:`claims`, one row per claim of :data:`CLAIMS` decided by the rules documented there.
 
 The K-scan's configs are built by :class:`negatives.chapters.kscan.Params` unchanged, so
 chapter 4 reuses the same trained encoders through the run cache.
@@ -24,21 +25,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
 
-from negatives import bounds, probes, stats
+from negatives import bounds, stats
 from negatives import config as cfg
 from negatives import verdicts as vd
 from negatives.chapters import kscan
 from negatives.chapters.params import ChapterParams, check_optional_int
-from negatives.data import Dataset, load_dataset, sample_same_class
+from negatives.data import Dataset, load_dataset
 from negatives.runs import RunStore
 from negatives.train import Run, TrainConfig
 
 MAX_PASSES = 1000
-MAX_AUGMENTATIONS = 100
-EVAL_VERSION = 3  # bump when the evaluation below changes, so cached evaluations are redone
+# bump when the evaluation (negatives.bounds.bound_inputs, terms_from_inputs) changes, so that
+# cached evaluations are redone
+EVAL_VERSION = 3
 
 DATA_KINDS = ("image", "latent")
 
@@ -56,12 +56,12 @@ PAPER_CIFAR10: tuple[tuple[int, float, float, float, float], ...] = (
 # (K+1 = 128 and 1024); the other entries are left empty rather than guessed.
 PAPER_CIFAR100: tuple[tuple[int, float], ...] = ((128, 32.74), (1024, 37.50))
 
-# Verdict rules (see :func:`verdicts`). A trend is the least-squares slope of a metric against
-# log2(K+1), fitted per seed; its 95% interval is the Student-t interval over seeds. A rise of
-# less than this many points per doubling of K+1 counts as none (ours; for scale, the paper's
-# CIFAR-10 mean-classifier accuracy rises by about 1.8 points per doubling).
+# Verdict rules (see :func:`claims`). A trend is the least-squares slope of a metric against
+# log2(K+1), fitted per seed; its 95% interval is the Student-t interval over seeds
+# (:func:`negatives.stats.trend`). A rise of less than this many points per doubling of K+1
+# counts as none (ours; for scale, the paper's CIFAR-10 mean-classifier accuracy rises by about
+# 1.8 points per doubling).
 MIN_ACCURACY_SLOPE = 0.25
-CONFIDENCE = 0.95
 
 # Columns of one row of :func:`scan_bounds` that the chapter's figures and tables use.
 TERMS = (
@@ -110,7 +110,7 @@ class Params(ChapterParams):
     def __post_init__(self) -> None:
         cfg.check_profile(self.profile)
         cfg.check_int("num_passes", self.num_passes, 1, MAX_PASSES)
-        cfg.check_int("num_augmentations", self.num_augmentations, 1, MAX_AUGMENTATIONS)
+        cfg.check_int("num_augmentations", self.num_augmentations, 1, bounds.MAX_AUGMENTATIONS)
         cfg.check_int("eval_seed", self.eval_seed, 0)
         check_optional_int("mean_train_size", self.mean_train_size)
         # A batch of K+1 test samples must fit in the test set (bound_terms needs K+1 <= N).
@@ -183,122 +183,6 @@ Params.profiles = {
 # Per-run evaluation
 
 
-def bound_inputs(
-    model: torch.nn.Module,
-    data: Dataset,
-    config: TrainConfig,
-    *,
-    num_augmentations: int,
-    seed: int,
-    device: str = "cpu",
-) -> dict[str, torch.Tensor]:
-    """The feature sets :func:`negatives.bounds.bound_terms` needs, from one trained encoder.
-
-    All features are L2-normalised projections z (the space the InfoNCE loss is computed in).
-
-    * Images (Nozawa & Sato's ``bound.py``): the anchor ``z`` and the positive ``z_positive``
-      are two fresh augmented views of each test image; ``z_bar`` averages
-      ``num_augmentations`` further views (f̄(x) = E_a f(a(x)) in d(f)); the mean classifier
-      μ_c averages the training features over ``num_augmentations`` views, then over class c.
-    * Latent-class vectors (positives drawn from the class, Saunshi et al. 2019): no
-      augmentation. ``z = f(x)``; ``z_positive = f(x⁺)`` with x⁺ a random training sample of
-      the same class (an independent draw from D_c, as the trainer draws positives); μ_c is the mean training feature of class c. The positive depends on x
-      only through its class, so f̄(x) = E[f(x⁺) | c] is the class mean: ``z_bar = μ_y`` and
-      d(f) = 0 by construction.
-
-    Returns ``z``, ``z_positive``, ``z_bar`` (N_test, D), ``labels`` (N_test,),
-    ``class_means`` (C, D) and ``z_classify`` (N_test, D): the features the mean classifier
-    scores for its accuracy (images: z̄, as the authors' ``centroid_accuracy``; latent-class
-    vectors: z itself, since z̄ = μ_y would classify every sample correctly by construction).
-    """
-    a = cfg.check_int("num_augmentations", num_augmentations, 1, MAX_AUGMENTATIONS)
-    seed = cfg.check_int("seed", seed, 0)
-    c = data.num_classes
-    aug = dict(strength=config.strength, min_scale=config.min_scale, flip=config.flip)
-    latent = config.positives == "latent-class"
-    if latent:
-        z_train = probes.extract_features(
-            model, data.train_images, which="projection", device=device
-        )
-        z_test = probes.extract_features(model, data.test_images, which="projection", device=device)
-        z_train, z_test = F.normalize(z_train, dim=1), F.normalize(z_test, dim=1)
-        class_means = bounds.mean_classifier_weights(z_train, data.train_labels, c)  # (C, D)
-        gen = torch.Generator().manual_seed(seed)
-        # x⁺ ~ D_c drawn from the training set, as in training: an independent draw of the
-        # anchor's class that exists even for a class with a single test sample.
-        partner = sample_same_class(data.test_labels, data.train_labels, gen)  # (N,)
-        return {
-            "z": z_test,
-            "z_positive": z_train[partner],
-            "z_bar": class_means[data.test_labels],
-            "labels": data.test_labels,
-            "class_means": class_means,
-            "z_classify": z_test,
-        }
-    # train: (N, A, D) -> augmentation mean (N, D) -> class means (C, D)
-    train_views = probes.augmented_features(
-        model, data.train_images, a, seed=seed, device=device, **aug
-    )
-    class_means = bounds.mean_classifier_weights(train_views.mean(dim=1), data.train_labels, c)
-    # test: (N, 2 + A, D): view 0 = anchor, view 1 = positive, views 2.. = z̄
-    test_views = probes.augmented_features(
-        model, data.test_images, 2 + a, seed=seed + 1, device=device, **aug
-    )
-    return {
-        "z": test_views[:, 0],
-        "z_positive": test_views[:, 1],
-        "z_bar": test_views[:, 2:].mean(dim=1),
-        "labels": data.test_labels,
-        "class_means": class_means,
-        "z_classify": test_views[:, 2:].mean(dim=1),
-    }
-
-
-def terms_from_inputs(
-    inputs: dict[str, torch.Tensor],
-    *,
-    temperature: float,
-    num_negatives: int,
-    num_passes: int,
-    seed: int,
-) -> dict[str, float]:
-    """:func:`negatives.bounds.bound_terms` on :func:`bound_inputs`, plus the chapter's extras.
-
-    Extras: ``centroid_accuracy`` (the mean classifier's test accuracy in %, argmax_c
-    f·μ_c on ``inputs["z_classify"]``, z̄ when absent, as the authors' ``centroid_accuracy``),
-    ``upsilon_uniform`` (υ(K+1) exactly, uniform prior over the C
-    classes), ``upsilon_naive`` (the same in float64 with the authors' notebook formula, see
-    :func:`negatives.bounds.naive_coverage_probability`), and
-    ``proposed_sup_upper_bound_naive_upsilon``: the proposed upper bound on L_sup divided by
-    that float64 υ, i.e. what the authors' figure computes where the empirical υ is 0.
-    Upper bounds whose weight (υ or 1 - τ) is 0 in the sample are ±inf, as
-    :func:`negatives.bounds.sup_upper_bound` defines them.
-    """
-    c = inputs["class_means"].shape[0]
-    out = bounds.bound_terms(
-        inputs["z"],
-        inputs["z_bar"],
-        inputs["labels"],
-        inputs["class_means"],
-        temperature,
-        num_negatives,
-        num_passes,
-        seed,
-        z_positive=inputs["z_positive"],
-    )
-    k = int(num_negatives)
-    scored = inputs.get("z_classify", inputs["z_bar"]).double()
-    pred = (scored @ inputs["class_means"].double().T).argmax(dim=1)  # (N, D) x (D, C) -> (N,)
-    out["centroid_accuracy"] = 100.0 * (pred == inputs["labels"]).double().mean().item()
-    out["upsilon_uniform"] = bounds.coverage_probability(k + 1, num_classes=c)
-    out["upsilon_naive"] = bounds.naive_coverage_probability(k + 1, c, "notebook")
-    # what the authors' figure computes where the empirical υ is 0: the float64 υ instead
-    out["proposed_sup_upper_bound_naive_upsilon"] = bounds.sup_upper_bound(
-        out["proposed_sup_rhs"], out["upsilon_naive"]
-    )
-    return out
-
-
 def evaluate_run(run: Run, data: Dataset, params: Params) -> dict[str, float]:
     """The bound terms of one trained run, computed once and cached with ``Run.evaluate``.
 
@@ -311,7 +195,7 @@ def evaluate_run(run: Run, data: Dataset, params: Params) -> dict[str, float]:
 
     def compute() -> dict[str, float]:
         device = cfg.resolve_device(params.scan.device)
-        inputs = bound_inputs(
+        inputs = bounds.bound_inputs(
             run.load_model(device),
             data,
             config,
@@ -319,7 +203,7 @@ def evaluate_run(run: Run, data: Dataset, params: Params) -> dict[str, float]:
             seed=params.eval_seed,
             device=device,
         )
-        return terms_from_inputs(
+        return bounds.terms_from_inputs(
             inputs,
             temperature=config.temperature,
             num_negatives=config.negatives_per_query,
@@ -357,7 +241,8 @@ def scan_bounds(
     the latent-class data with ``latent_classes`` classes, all three roles on the same data.
     One row per run: ``data``, ``dataset``, ``num_classes``, ``mode``, ``K``, ``seed``,
     ``batch_size``, ``run_id``, the probes' accuracies of
-    :func:`negatives.chapters.kscan.run_scan` and every key of :func:`terms_from_inputs`.
+    :func:`negatives.chapters.kscan.run_scan` and every key of
+    :func:`negatives.bounds.terms_from_inputs`.
     """
     cfg.check_choice("kind", kind, DATA_KINDS)
     store = store or params.store()
@@ -395,52 +280,7 @@ def scan_bounds(
 
 
 # ---------------------------------------------------------------------------------------------
-# Summaries
-
-
-def summarize_over_seeds(
-    rows: pd.DataFrame, values: list[str] | tuple[str, ...] = TERMS
-) -> pd.DataFrame:
-    """Mean and 95% interval over seeds per (data, mode, K), long format, one row per value.
-
-    Columns: data, num_classes, mode, K, K+1, term, n (runs), n_finite, n_inf (runs where the
-    value is +inf: an upper bound with υ = 0 or τ = 1 in the sample), mean, low, high (of the
-    finite values; a single seed gives no interval).
-    """
-    out = []
-    for value in values:
-        if value not in rows.columns:
-            raise ValueError(f"values: {value!r} is not a column of the rows")
-        for key, group in rows.groupby(["data", "num_classes", "mode", "K"], sort=True):
-            x = group[value].to_numpy(dtype=float)
-            mean, low, high = stats.mean_interval(x[np.isfinite(x)].tolist(), CONFIDENCE)
-            out.append(
-                {
-                    **dict(zip(("data", "num_classes", "mode", "K"), key, strict=True)),
-                    "K+1": key[3] + 1,
-                    "term": value,
-                    "n": len(x),
-                    "n_finite": int(np.isfinite(x).sum()),
-                    "n_inf": int(np.isposinf(x).sum()),
-                    "mean": mean,
-                    "low": low,
-                    "high": high,
-                }
-            )
-    return pd.DataFrame(out)
-
-
-def wide_summary(rows: pd.DataFrame, values: list[str] | tuple[str, ...]) -> pd.DataFrame:
-    """Means over seeds, one column per value, one row per (data, mode, K) (for tables).
-
-    A value that is +inf in every seed is shown as inf (not as a missing mean).
-    """
-    s = summarize_over_seeds(rows, values)
-    s["value"] = s["mean"].where(s["n_inf"] < s["n"], math.inf)
-    index = ["data", "num_classes", "mode", "K+1"]
-    table = s.pivot(index=index, columns="term", values="value").reindex(columns=list(values))
-    table.columns.name = None
-    return table.reset_index()
+# Tables
 
 
 def paper_comparison(rows: pd.DataFrame) -> pd.DataFrame:
@@ -463,7 +303,7 @@ def paper_comparison(rows: pd.DataFrame) -> pd.DataFrame:
         out.append(
             ("paper: CIFAR-100, ResNet-18 (quoted)", 100, "batch", k1, acc, *(math.nan,) * 3)
         )
-    ours = wide_summary(rows, cols)
+    ours = stats.wide_summary(rows, cols)
     for _, r in ours.iterrows():
         label = f"ours: {rows.loc[rows['data'] == r['data'], 'dataset'].iloc[0]}"
         out.append((label, r["num_classes"], r["mode"], r["K+1"], *(r[c] for c in cols)))
@@ -510,128 +350,79 @@ def _ratio_or_nan(num: float, den: float) -> float:
 
 
 # ---------------------------------------------------------------------------------------------
-# Verdicts
+# The chapter's tables
 
 
-def seed_slopes(rows: pd.DataFrame, value: str) -> pd.Series:
-    """Per seed, the least-squares slope of ``value`` against log2(K+1) (finite values only).
-
-    A seed with fewer than two distinct K among its finite values gets no slope. The slope is
-    "change per doubling of K+1".
-    """
-    slopes = {}
-    for seed, g in rows.groupby("seed", sort=True):
-        x = np.log2(g["K"].to_numpy(dtype=float) + 1.0)
-        y = g[value].to_numpy(dtype=float)
-        ok = np.isfinite(y)
-        if np.unique(x[ok]).size < 2:
-            continue
-        slopes[seed] = float(np.polyfit(x[ok], y[ok], 1)[0])
-    return pd.Series(slopes, name=value, dtype=float)
-
-
-def trend(rows: pd.DataFrame, value: str) -> tuple[float, float, float, int]:
-    """Mean per-seed slope (per doubling of K+1) with its 95% t-interval, and the seed count."""
-    slopes = seed_slopes(rows, value)
-    mean, low, high = stats.mean_interval(slopes.tolist(), CONFIDENCE)
-    return mean, low, high, int(slopes.size)
+def run(P: Params, store: RunStore | None = None) -> dict[str, Any]:
+    """Every table of the chapter: the per-run ``rows`` of both scans, their ``summary`` over
+    seeds, the ``upsilon`` and paper ``comparison`` tables, and the ``verdicts``."""
+    store = store or P.store()
+    rows = pd.concat([scan_bounds(P, kind, store=store) for kind in DATA_KINDS], ignore_index=True)
+    kinds = [k for k in DATA_KINDS if k in set(rows["data"])]
+    T = {
+        "rows": rows,
+        "summary": stats.summarize_over_seeds(rows, TERMS),
+        "upsilon": upsilon_table(rows),
+        "comparison": paper_comparison(rows),
+        "kinds": kinds,
+        "labels": {k: kscan.data_label(rows, k) for k in kinds},
+    }
+    T["verdicts"] = claims(T)
+    return T
 
 
-def trend_test_interval(rows: pd.DataFrame, value: str) -> tuple[float, float] | None:
-    """The test set's own 95% interval of :func:`trend`'s mean slope, by resampling the test
-    images (:func:`negatives.stats.contrast_bootstrap`); ``None`` where ``rows`` has no
-    per-image results for ``value`` (``<probe>_correct``) or a seed lacks a K."""
-    column = f"{value.removesuffix('_accuracy')}_correct"
-    if column not in rows.columns or rows[column].isna().any():
-        return None
-    ks = sorted(set(rows["K"]))
-    seeds = sorted(set(rows["seed"]))
-    if len(ks) < 2 or len(rows) != len(ks) * len(seeds):
-        return None
-    x = np.log2(np.asarray(ks, dtype=float) + 1.0)
-    w_k = (x - x.mean()) / ((x - x.mean()) ** 2).sum()  # least-squares slope weights
-    rows = rows.sort_values(["seed", "K"])
-    weights = np.tile(w_k, len(seeds)) / len(seeds)
-    correct = probes.correct_matrix(rows, column)
-    _, low, high = stats.contrast_bootstrap(correct, weights)
-    return low, high
-
-
-def _rows_for(rows: pd.DataFrame, kind: str, mode: str) -> pd.DataFrame:
-    return rows[(rows["data"] == kind) & (rows["mode"] == mode)]
-
-
-def data_label(rows: pd.DataFrame, kind: str) -> str:
-    """How a data kind of the rows is named in tables: ``"<dataset> (C=<classes>)"``."""
-    g = rows[rows["data"] == kind]
-    return f"{g['dataset'].iloc[0]} (C={int(g['num_classes'].iloc[0])})"
+# ---------------------------------------------------------------------------------------------
+# Claims
 
 
 PAPER = "Nozawa & Sato (2021)"
+# The chapter's claims, decided by :func:`negatives.verdicts.decide` in :func:`claims`.
+CLAIMS: dict[str, vd.Claim] = {
+    "accuracy": vd.Claim(
+        "more negatives improve accuracy",
+        PAPER,
+        "downstream accuracy rises with K (their CIFAR tables); we ask for a rise of at "
+        f"least {MIN_ACCURACY_SLOPE:g} points per doubling of K+1",
+        "slope of accuracy against log2(K+1) (points per doubling), mean of per-seed fits",
+        vd.above(MIN_ACCURACY_SLOPE),
+        " pts",
+    ),
+    "curl": vd.Claim(
+        "the CURL bound explodes",
+        PAPER,
+        "the CURL upper bound on the supervised loss grows with K and explodes as τ → 1",
+        "slope of the CURL upper bound on L_sup against log2(K+1) (nats per doubling; ∞ "
+        "where it is infinite at the largest K)",
+        vd.above(0.0),
+    ),
+    "proposed": vd.Claim(
+        "the proposed bound stays informative",
+        PAPER,
+        "their upper bound on the supervised loss stays finite, below CURL's, at large K",
+        "CURL − proposed upper bound on L_sup at the largest K (nats)",
+        vd.above(0.0),
+    ),
+    "lower bound": vd.Claim(
+        "both bounds are below L_Info",
+        PAPER + " (theorem)",
+        "both are lower bounds of the contrastive loss (a check of our estimates)",
+        "smallest L_Info − bound over all runs (nats)",
+        vd.above(0.0),
+    ),
+}
 
 
-def claims() -> dict[str, vd.Claim]:
-    """The chapter's claims (decided by :func:`negatives.verdicts.decide`)."""
-    return {
-        "accuracy": vd.Claim(
-            "more negatives improve accuracy",
-            PAPER,
-            "downstream accuracy rises with K (their CIFAR tables); we ask for a rise of at "
-            f"least {MIN_ACCURACY_SLOPE:g} points per doubling of K+1",
-            "slope of accuracy against log2(K+1) (points per doubling), mean of per-seed fits",
-            vd.above(MIN_ACCURACY_SLOPE),
-            " pts",
-        ),
-        "curl": vd.Claim(
-            "the CURL bound explodes",
-            PAPER,
-            "the CURL upper bound on the supervised loss grows with K and explodes as τ → 1",
-            "slope of the CURL upper bound on L_sup against log2(K+1) (nats per doubling; ∞ "
-            "where it is infinite at the largest K)",
-            vd.above(0.0),
-        ),
-        "proposed": vd.Claim(
-            "the proposed bound stays informative",
-            PAPER,
-            "their upper bound on the supervised loss stays finite, below CURL's, at large K",
-            "CURL − proposed upper bound on L_sup at the largest K (nats)",
-            vd.above(0.0),
-        ),
-        "lower bound": vd.Claim(
-            "both bounds are below L_Info",
-            PAPER + " (theorem)",
-            "both are lower bounds of the contrastive loss (a check of our estimates)",
-            "smallest L_Info − bound over all runs (nats)",
-            vd.above(0.0),
-        ),
-    }
+def claims(T: dict[str, Any]) -> pd.DataFrame:
+    """The verdict table of the run's tables ``T`` (its ``rows``, one per run): one row per
+    (claim, data, mode[, metric]), decided by :mod:`negatives.verdicts`.
 
-
-def _interval_with_infinities(values: np.ndarray) -> tuple[float, float, float]:
-    """Mean and 95% interval over seeds where some values may be +inf (a vacuous upper bound):
-    all infinite gives ``[inf, inf]``; some gives an interval from the finite ones up to inf."""
-    finite = values[np.isfinite(values)]
-    if np.isposinf(values).all():
-        return math.inf, math.inf, math.inf
-    if np.isposinf(values).any():
-        low = (
-            stats.mean_interval(finite.tolist(), CONFIDENCE)[1]
-            if finite.size > 1
-            else float(finite.min())
-        )
-        return math.inf, low, math.inf
-    return stats.mean_interval(values.tolist(), CONFIDENCE)
-
-
-def verdicts(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per (claim, data, mode[, metric]), decided by :mod:`negatives.verdicts`.
-
-    Claims of Nozawa & Sato (2021) (regions in :func:`claims`):
+    Claims of Nozawa & Sato (2021) (regions in :data:`CLAIMS`):
 
     1. *More negatives improve downstream accuracy*: the slope of accuracy (%) against
-       log2(K+1), fitted per seed, mean over seeds with a 95% t-interval (:func:`trend`), for
-       the mean classifier (``centroid_accuracy``) and the linear probe (``linear_accuracy``),
-       must exceed :data:`MIN_ACCURACY_SLOPE` (a smaller rise counts as none).
+       log2(K+1), fitted per seed, mean over seeds with a 95% t-interval
+       (:func:`negatives.stats.trend`), for the mean classifier (``centroid_accuracy``) and the
+       linear probe (``linear_accuracy``), must exceed :data:`MIN_ACCURACY_SLOPE` (a smaller
+       rise counts as none).
     2. *The CURL upper bound on L_sup grows with K and explodes*: its slope, > 0; where it is
        infinite at the largest K in every seed (no collision-free anchor, 1 − τ = 0) the
        estimate is ∞; otherwise the slope over the K values where every seed is finite.
@@ -640,10 +431,10 @@ def verdicts(rows: pd.DataFrame) -> pd.DataFrame:
     4. *Both are lower bounds of L_Info* (the theorems; a sanity check): the smallest
        L_Info − bound over all runs, > 0 (an exact minimum, no interval).
     """
-    C = claims()
+    rows, C = T["rows"], CLAIMS
     out: list[dict[str, Any]] = []
     for kind in [k for k in DATA_KINDS if k in set(rows["data"])]:
-        label = data_label(rows, kind)
+        label = kscan.data_label(rows, kind)
         for mode in sorted(set(rows.loc[rows["data"] == kind, "mode"])):
             g = _rows_for(rows, kind, mode)
             ks = sorted(set(g["K"]))
@@ -652,7 +443,7 @@ def verdicts(rows: pd.DataFrame) -> pd.DataFrame:
                 ("centroid_accuracy", "mean classifier"),
                 ("linear_accuracy", "linear probe"),
             ):
-                mean, low, high, n = trend(g, metric)
+                mean, low, high, n = stats.trend(g, metric)
                 row = vd.judge(
                     C["accuracy"],
                     mean,
@@ -660,7 +451,7 @@ def verdicts(rows: pd.DataFrame) -> pd.DataFrame:
                     high,
                     setting=f"{setting}, {name}",
                     seeds=n,
-                    test_set=trend_test_interval(g, metric),
+                    test_set=stats.trend_test_interval(g, metric),
                 )
                 out.append({**row, "key": "accuracy", "data": kind, "mode": mode, "metric": metric})
             key = {"data": kind, "mode": mode, "metric": None}
@@ -678,6 +469,10 @@ def verdicts(rows: pd.DataFrame) -> pd.DataFrame:
                 )
                 out.append({**row, "key": "lower bound", **key, "metric": bound})
     return vd.verdict_table(out)
+
+
+def _rows_for(rows: pd.DataFrame, kind: str, mode: str) -> pd.DataFrame:
+    return rows[(rows["data"] == kind) & (rows["mode"] == mode)]
 
 
 def _at_largest_k(g: pd.DataFrame, value: str) -> pd.Series:
@@ -698,7 +493,7 @@ def _curl_verdict(claim: vd.Claim, g: pd.DataFrame, setting: str) -> dict[str, A
             seeds=n_seeds,
         )
     finite_k = [k for k, h in g.groupby("K") if bool(np.isfinite(h["curl_sup_upper_bound"]).all())]
-    mean, low, high, n = trend(g[g["K"].isin(finite_k)], "curl_sup_upper_bound")
+    mean, low, high, n = stats.trend(g[g["K"].isin(finite_k)], "curl_sup_upper_bound")
     return vd.judge(claim, mean, low, high, setting=f"{setting}; finite K only", seeds=n)
 
 
@@ -715,28 +510,12 @@ def _proposed_verdict(claim: vd.Claim, g: pd.DataFrame, setting: str) -> dict[st
             setting=f"{setting}; the proposed bound is infinite",
             seeds=len(prop),
         )
-    mean, low, high = _interval_with_infinities((curl - prop).to_numpy(dtype=float))
+    mean, low, high = stats.mean_interval_with_infinities((curl - prop).to_numpy(dtype=float))
     return vd.judge(claim, mean, low, high, setting=setting, seeds=len(prop))
 
 
 # ---------------------------------------------------------------------------------------------
-# the chapter
-
-
-def run(P: Params, store: RunStore | None = None) -> dict[str, Any]:
-    """Every table of the chapter: the per-run ``rows`` of both scans, their ``summary`` over
-    seeds, the ``upsilon`` and paper ``comparison`` tables, and the ``verdicts``."""
-    store = store or P.store()
-    rows = pd.concat([scan_bounds(P, kind, store=store) for kind in DATA_KINDS], ignore_index=True)
-    return {
-        "rows": rows,
-        "summary": summarize_over_seeds(rows),
-        "upsilon": upsilon_table(rows),
-        "comparison": paper_comparison(rows),
-        "verdicts": verdicts(rows),
-        "kinds": [k for k in DATA_KINDS if k in set(rows["data"])],
-        "labels": {k: data_label(rows, k) for k in DATA_KINDS if k in set(rows["data"])},
-    }
+# The numbers the page quotes
 
 
 def worst_float64_upsilon(upsilon: pd.DataFrame) -> dict[str, Any]:
@@ -826,7 +605,7 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
         out[f"bounds_{kind}_top_k1"] = int(s["K+1"].iloc[0])
 
     # where the CURL number (authors' form) lies below the measured L_sup: no upper bound there
-    wide = wide_summary(rows, ["curl_sup_upper_bound", "sup_loss"])
+    wide = stats.wide_summary(rows, ["curl_sup_upper_bound", "sup_loss"])
     low = wide[wide["curl_sup_upper_bound"] < wide["sup_loss"]]
     where = "; ".join(f"{label[r.data]}, {r['mode']}, K+1 = {r['K+1']}" for _, r in low.iterrows())
     out["bounds_curl_below_sup"] = (
@@ -839,14 +618,7 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
         out[f"bounds_verdict_{name}"] = "; ".join(
             f"{label[r.data]}, {modes[r.mode]}: {r.verdict}" for r in v.itertuples()
         )
-    counts = vd.counts(verdict_rows)
-    out["bounds_n_verdicts"] = len(verdict_rows)
-    for key, word in (
-        ("rep", vd.REPRODUCED),
-        ("notrep", vd.NOT_REPRODUCED),
-        ("inc", vd.INCONCLUSIVE),
-    ):
-        out[f"bounds_n_{key}"] = counts[word]
+    out.update(vd.count_numbers("bounds", verdict_rows))
     below = verdict_rows[verdict_rows["key"] == "lower bound"]
     out["bounds_below_all"] = (
         "in every run"

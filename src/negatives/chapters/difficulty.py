@@ -36,8 +36,8 @@ from negatives import config as cfg
 from negatives import probes, stats
 from negatives import verdicts as vd
 from negatives.book import parse_params
-from negatives.chapters.params import ChapterParams, check_optional_int
-from negatives.data import DATASETS, Dataset, load_dataset
+from negatives.chapters.params import ChapterParams, ImageData, check_optional_int
+from negatives.data import DATASETS, Dataset
 from negatives.filters import band_fraction_kept
 from negatives.hardness import (
     FRACTIONS,
@@ -66,6 +66,7 @@ MAIN_BANDS: dict[str, tuple[float, float]] = {
     "all but hardest 0.1%": (0.001, 1.0),
 }
 REFERENCE = "all"
+ORACLE = "no same-class"  # the condition without the query's class among its negatives
 
 # "Within about 0.7 points of all negatives" (the paper's ImageNet result for the hardest 5%):
 # the margin that separates "as good as all negatives" from "clearly worse" in the verdicts.
@@ -93,7 +94,7 @@ BOOK_MAIN: tuple[tuple[str, float] | tuple[str, float, int], ...] = (
 
 
 @dataclass(frozen=True)
-class Params(ChapterParams):
+class Params(ChapterParams, ImageData):
     """The chapter's papermill parameters (each profile in ``Params.profiles``).
 
     * ``main_conditions``: ``[condition, temperature]`` pairs of the paper's conditions
@@ -222,73 +223,38 @@ class Params(ChapterParams):
         )
 
     def conditions(self) -> list[dict[str, Any]]:
-        """Every training run of the chapter: ``{group, condition, band, temperature, seed, config}``.
+        """Every training run of the chapter: ``{group, config}`` plus the labels read from the
+        config (:func:`describe`: ``condition, band, temperature, seed``).
 
         Groups: ``main`` (:attr:`main_conditions`), ``fine`` (a sweep of bands at
-        ``fine_temperature``), ``oracle`` (same-class negatives removed, band ``None``) and
-        ``rescaled`` (all but the hardest 1/C: on a C-class data set 1/C is the same-class rate
-        that 0.1% is on ImageNet). A band ``(0, 1)`` is trained with ``negatives="all"``. Within
-        a seed every condition shares the initialisation, the data order and the augmentations
+        ``fine_temperature``), ``oracle`` (same-class negatives removed) and ``rescaled`` (all
+        but the hardest 1/C: on a C-class data set 1/C is the same-class rate that 0.1% is on
+        ImageNet). A band ``(0, 1)`` is trained with ``negatives="all"``. Within a seed every
+        condition shares the initialisation, the data order and the augmentations
         (:func:`negatives.train.stream_generator`), so differences between conditions are paired.
         """
         base = self.base_config()
-        out: list[dict[str, Any]] = []
         extra = self.seeds if self.extra_seeds is None else self.extra_seeds
-
-        def add(
-            group: str, name: str, band: tuple[float, float] | None, t: float, seeds: int
-        ) -> None:
-            for seed in range(seeds):
-                if band is None:
-                    c = base.replace(temperature=t, seed=seed, negatives="no-same-class")
-                elif band == (0.0, 1.0):
-                    c = base.replace(temperature=t, seed=seed, negatives="all")
-                else:
-                    c = base.replace(
-                        temperature=t,
-                        seed=seed,
-                        negatives="band",
-                        band_low=band[0],
-                        band_high=band[1],
-                    )
-                out.append(
-                    {
-                        "group": group,
-                        "condition": name,
-                        "band": band,
-                        "temperature": t,
-                        "seed": seed,
-                        "config": c,
-                    }
-                )
-
-        for name, t, seeds in self.main_conditions:
-            add("main", name, MAIN_BANDS[name], t, seeds)
-        assert self.fine_temperature is not None
+        design: list[tuple[str, tuple[float, float] | None, float, int]] = [
+            ("main", MAIN_BANDS[name], t, seeds) for name, t, seeds in self.main_conditions
+        ]
+        t = self.fine_temperature
+        assert t is not None
         if extra > 0:
-            for band in self.fine_bands:
-                add("fine", band_label(band), band, self.fine_temperature, extra)
-            add("oracle", "no same-class", None, self.fine_temperature, extra)
-            c = self.num_classes
-            label = f"all but hardest 1/C = {1 / c:.3g}"
-            add("rescaled", label, (1 / c, 1.0), self.fine_temperature, extra)
-        return out
+            design += [("fine", band, t, extra) for band in self.fine_bands]
+            design += [
+                ("oracle", None, t, extra),
+                ("rescaled", (1 / self.num_classes, 1.0), t, extra),
+            ]
+        return [
+            {"group": group, **describe(c), "config": c}
+            for group, band, temperature, seeds in design
+            for c in (_config(base, band, temperature, seed) for seed in range(seeds))
+        ]
 
     def plan(self) -> list[TrainConfig]:
         """Every training run of the chapter, once (a run in two groups is trained once)."""
         return list(dict.fromkeys(c["config"] for c in self.conditions()))
-
-    def load_data(self) -> Dataset:
-        """The images MoCo trains on (``train_size``) and the test images."""
-        return load_dataset(
-            self.dataset, self.data_root, train_size=self.train_size, test_size=self.test_size
-        )
-
-    def load_probe_data(self) -> Dataset:
-        """The images the probes are fitted on (``probe_train_size``) and the same test images."""
-        return load_dataset(
-            self.dataset, self.data_root, train_size=self.probe_train_size, test_size=self.test_size
-        )
 
 
 def _check_main(pairs: Any, seeds: int) -> tuple[tuple[str, float, int], ...]:
@@ -334,6 +300,42 @@ def _check_main(pairs: Any, seeds: int) -> tuple[tuple[str, float, int], ...]:
 def band_label(band: tuple[float, float]) -> str:
     """``(0.05, 0.1)`` -> ``"[5%, 10%)"`` (rank percentiles, hardest first)."""
     return f"[{100 * band[0]:g}%, {100 * band[1]:g}%)"
+
+
+def _config(
+    base: TrainConfig, band: tuple[float, float] | None, temperature: float, seed: int
+) -> TrainConfig:
+    """The run of one band (``None``: the same-class oracle) at one temperature and seed."""
+    if band is None:
+        return base.replace(temperature=temperature, seed=seed, negatives="no-same-class")
+    if band == (0.0, 1.0):
+        return base.replace(temperature=temperature, seed=seed, negatives="all")
+    low, high = band
+    return base.replace(
+        temperature=temperature, seed=seed, negatives="band", band_low=low, band_high=high
+    )
+
+
+def band_of(config: TrainConfig) -> tuple[float, float] | None:
+    """The rank-percentile band ``[low, high)`` a run keeps (``None`` for the oracle)."""
+    if config.negatives == "all":
+        return (0.0, 1.0)
+    if config.negatives == "band":
+        assert config.band_low is not None and config.band_high is not None
+        return (config.band_low, config.band_high)
+    return None
+
+
+def describe(config: TrainConfig) -> dict[str, Any]:
+    """A run's labels, read from its config: ``condition`` (the paper's name of its band where
+    it has one, else :func:`band_label`), ``band``, ``temperature``, ``seed``."""
+    band = band_of(config)
+    if band is None:
+        name = ORACLE
+    else:
+        named = [n for n, b in MAIN_BANDS.items() if b == band]
+        name = named[0] if named else band_label(band)
+    return {"condition": name, "band": band, "temperature": config.temperature, "seed": config.seed}
 
 
 BOOK = Params(
@@ -556,7 +558,7 @@ PAPER = "Cai & Frankle (2020)"
 DELTA = "Δ linear-probe accuracy vs all negatives, paired by seed"
 
 
-def claims(margin: float = PAPER_MARGIN) -> dict[str, vd.Claim]:
+def paper_claims(margin: float = PAPER_MARGIN) -> dict[str, vd.Claim]:
     """The chapter's claims, keyed by the short names the verdict table uses."""
     return {
         "hardest 5% are sufficient": vd.Claim(
@@ -609,88 +611,69 @@ def claims(margin: float = PAPER_MARGIN) -> dict[str, vd.Claim]:
     }
 
 
-def verdicts(
-    summary: pd.DataFrame,
-    same_class: pd.DataFrame | None = None,
-    consistency: pd.DataFrame | None = None,
-    *,
-    margin: float = PAPER_MARGIN,
-) -> pd.DataFrame:
+def claims(T: dict[str, Any], *, margin: float = PAPER_MARGIN) -> pd.DataFrame:
     """One row per claim of Cai & Frankle (2020) and temperature (:mod:`negatives.verdicts`).
 
-    Args:
-        summary: :func:`summarize_conditions` (needs ``group, condition, temperature,
-            diff_mean, diff_low, diff_high`` for the ``main`` group, and uses
-            ``diff_test_low/high`` where present); Δ = condition − all negatives, paired by
-            seed, in accuracy points.
-        same_class: :func:`same_class_summary` (``temperature, excess_mean, excess_low,
-            excess_high``), optional.
-        consistency: :func:`consistency_summary` (``variance_ratio_mean / _low / _high``), optional.
-        margin: "as good as all negatives" means Δ > −margin (the paper's 0.7 points).
+    ``T`` holds (as :func:`run` returns them):
 
-    Regions (see :func:`claims`): hardest 5% sufficient, Δ > −margin; easiest 95%
+    * ``summary``: :func:`summarize_conditions` (needs ``group, condition, temperature,
+      diff_mean, diff_low, diff_high`` for the ``main`` group, and uses ``diff_test_low/high``
+      where present); Δ = condition − all negatives, paired by seed, in accuracy points;
+    * ``same_class`` (optional): :func:`negatives.hardness.same_class_summary`;
+    * ``consistency_summary`` (optional): :func:`negatives.hardness.consistency_summary`.
+
+    ``margin``: "as good as all negatives" means Δ > −margin (the paper's 0.7 points).
+
+    Regions (see :func:`paper_claims`): hardest 5% sufficient, Δ > −margin; easiest 95%
     insufficient, Δ < −margin; hardest 0.1% unnecessary, Δ(all but the hardest 0.1%) > −margin;
     removing it helps at the lowest temperature (the paper's 0.07), Δ > 0; hard negatives more
     often same-class, excess of the hardest 5% over the base rate > 0; consistent hardness,
     variance ratio over the shuffled null > 1.
     """
     cfg.check_float("margin", margin, 0.0)
-    C = claims(margin)
+    C = paper_claims(margin)
+    summary, same_class = T["summary"], T.get("same_class")
+    consistency = T.get("consistency_summary")
     main = summary[summary["group"] == "main"].set_index(["condition", "temperature"])
     temps = sorted(main.index.get_level_values("temperature").unique())
     rows: list[dict[str, Any]] = []
 
-    def add_delta(name: str, condition: str, t: float) -> None:
-        if (condition, t) not in main.index:
-            return
-        r = main.loc[(condition, t)]
-        test = (
-            (float(r["diff_test_low"]), float(r["diff_test_high"]))
-            if "diff_test_low" in r.index
-            else None
+    def add(
+        name: str, r: pd.Series, t: float, columns: tuple[str, str, str], scale: float = 1.0
+    ) -> None:
+        test = None
+        if "diff_test_low" in r.index and columns[0] == "diff_mean":
+            test = (float(r["diff_test_low"]), float(r["diff_test_high"]))
+        mean, low, high = (scale * float(r[c]) for c in columns)
+        row = vd.judge(
+            C[name],
+            mean,
+            low,
+            high,
+            setting=f"T = {t:g}",
+            seeds=int(r["n"]) if "n" in r.index else None,
+            test_set=test,
         )
-        rows.append(
-            vd.judge(
-                C[name],
-                r["diff_mean"],
-                r["diff_low"],
-                r["diff_high"],
-                setting=f"T = {t:g}",
-                seeds=int(r["n"]) if "n" in r.index else None,
-                test_set=test,
-            )
-        )
+        rows.append({**row, "key": name, "temperature": t})
 
-    for t in temps:
-        add_delta("hardest 5% are sufficient", "hardest 5%", t)
-    for t in temps:
-        add_delta("easiest 95% are insufficient", "easiest 95%", t)
-    for t in temps:
-        add_delta("hardest 0.1% are unnecessary", "all but hardest 0.1%", t)
-    if temps:
-        add_delta("removing the hardest 0.1% helps", "all but hardest 0.1%", temps[0])
-    if same_class is not None:
-        for _, r in same_class.sort_values("temperature").iterrows():
-            rows.append(  # fractions -> percentage points
-                vd.judge(
-                    C["hard negatives are more often same-class"],
-                    *(100 * r[k] for k in ("excess_mean", "excess_low", "excess_high")),
-                    setting=f"T = {r['temperature']:g}",
-                    seeds=int(r["n"]) if "n" in r.index else None,
-                )
-            )
-    if consistency is not None:
-        for _, r in consistency.sort_values("temperature").iterrows():
-            rows.append(
-                vd.judge(
-                    C["some negatives are consistently hard"],
-                    r["variance_ratio_mean"],
-                    r["variance_ratio_low"],
-                    r["variance_ratio_high"],
-                    setting=f"T = {r['temperature']:g}",
-                    seeds=int(r["n"]) if "n" in r.index else None,
-                )
-            )
+    delta = ("diff_mean", "diff_low", "diff_high")
+    for name, condition, ts in (
+        ("hardest 5% are sufficient", "hardest 5%", temps),
+        ("easiest 95% are insufficient", "easiest 95%", temps),
+        ("hardest 0.1% are unnecessary", "all but hardest 0.1%", temps),
+        ("removing the hardest 0.1% helps", "all but hardest 0.1%", temps[:1]),
+    ):
+        for t in ts:
+            if (condition, t) in main.index:
+                add(name, main.loc[(condition, t)], t, delta)
+    for table, name, columns, scale in (
+        (same_class, "hard negatives are more often same-class", "excess", 100.0),  # -> pp
+        (consistency, "some negatives are consistently hard", "variance_ratio", 1.0),
+    ):
+        if table is not None:
+            for _, r in table.sort_values("temperature").iterrows():
+                cols = (f"{columns}_mean", f"{columns}_low", f"{columns}_high")
+                add(name, r, float(r["temperature"]), cols, scale)
     return vd.verdict_table(rows)
 
 
@@ -755,26 +738,16 @@ def run(P: Params, store: RunStore | None = None, *, progress: bool = True) -> d
     store = store or RunStore(P.results_dir)
     data, probe_data = P.load_data(), P.load_probe_data()
     runs_, per_run = run_conditions(P, store, data, probe_data=probe_data, progress=progress)
-    summary = summarize_conditions(per_run)
-    base = base_rate(data.train_labels)
-    rank = same_class_by_rank(runs_, per_run, group="main", condition=REFERENCE)
-    same = same_class_summary(rank, base)
-    consistency = run_consistency(P, runs_, per_run, data)
-    cons = consistency_summary(consistency)
-    return {
-        "data": data,
-        "probe_data": probe_data,
-        "runs": runs_,
-        "per_run": per_run,
-        "summary": summary,
-        "baselines": run_baselines(P, probe_data, store).set_index("baseline"),
-        "base_rate": base,
-        "rank": rank,
-        "same_class": same,
-        "consistency": consistency,
-        "consistency_summary": cons,
-        "verdicts": verdicts(summary, same, cons),
-    }
+    T: dict[str, Any] = {"data": data, "probe_data": probe_data, "runs": runs_, "per_run": per_run}
+    T["summary"] = summarize_conditions(per_run)
+    T["baselines"] = run_baselines(P, probe_data, store).set_index("baseline")
+    T["base_rate"] = base_rate(data.train_labels)
+    T["rank"] = same_class_by_rank(runs_, per_run, group="main", condition=REFERENCE)
+    T["same_class"] = same_class_summary(T["rank"], T["base_rate"])
+    T["consistency"] = run_consistency(P, runs_, per_run, data)
+    T["consistency_summary"] = consistency_summary(T["consistency"])
+    T["verdicts"] = claims(T)
+    return T
 
 
 def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
@@ -933,14 +906,7 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
         put(f"difficulty_cons_{k}", 100 * float(cons_t[k]))
 
     # verdicts
-    counts = vd.counts(verdict_table)
-    put("difficulty_n_verdicts", len(verdict_table))
-    for key, word in (
-        ("rep", vd.REPRODUCED),
-        ("notrep", vd.NOT_REPRODUCED),
-        ("inc", vd.INCONCLUSIVE),
-    ):
-        put(f"difficulty_n_{key}", counts[word])
+    out.update(vd.count_numbers("difficulty", verdict_table))
     # what would decide each inconclusive claim: seeds at the same mean and spread over seeds
     run_minutes = float(unique["train_seconds"].mean()) / 60
     needs = []

@@ -22,7 +22,7 @@ import pandas as pd
 
 from negatives import config as cfg
 from negatives import probes
-from negatives.chapters.params import ChapterParams, check_list, check_optional_int
+from negatives.chapters.params import ChapterParams, ImageData, check_list, check_optional_int
 from negatives.data import DATASETS, Dataset, load_dataset
 from negatives.runs import RunStore
 from negatives.train import Run, TrainConfig, sweep
@@ -70,7 +70,7 @@ def _scan(
 
 
 @dataclass(frozen=True)
-class Params(ChapterParams):
+class Params(ChapterParams, ImageData):
     """The K-scan's parameters: papermill parameters of chapters 3 and 4, which embed it.
 
     ``lr`` is the learning rate at batch 256, scaled to each batch size by ``lr_scaling``;
@@ -168,19 +168,6 @@ class Params(ChapterParams):
     def plan(self) -> list[TrainConfig]:
         """Every training run of the scan, once (the largest K is shared by both modes)."""
         return list(dict.fromkeys(c for _, c in self.configs() + self.latent_configs()))
-
-    def load_data(self) -> Dataset:
-        """The images the encoders train on (``train_size`` of them) and the test images."""
-        return load_dataset(
-            self.dataset, self.data_root, train_size=self.train_size, test_size=self.test_size
-        )
-
-    def load_probe_data(self) -> Dataset:
-        """The images the probes are fitted on (``probe_train_size``, None: all) and scored on
-        (the same test images as :meth:`load_data`)."""
-        return load_dataset(
-            self.dataset, self.data_root, train_size=self.probe_train_size, test_size=self.test_size
-        )
 
     def load_latent_data(self) -> Dataset:
         return load_dataset(
@@ -307,3 +294,12 @@ def run_scan(
             }
         )
     return runs_, pd.DataFrame(rows)
+
+
+def data_label(rows: pd.DataFrame, kind: str) -> str:
+    """How a data kind of a scan's rows is named in figures, tables and verdicts:
+    ``"<dataset> (C=<classes>)"``."""
+    g = rows[rows["data"] == kind]
+    if len(g) == 0:
+        raise ValueError(f"kind={kind!r} has no rows; present: {sorted(set(rows['data']))}")
+    return f"{g['dataset'].iloc[0]} (C={int(g['num_classes'].iloc[0])})"

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Self
 import pandas as pd
 
 from negatives import config as cfg
+from negatives.data import Dataset, load_dataset
 
 # Names a Jupyter kernel defines besides the notebook's own; never parameters.
 _KERNEL_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
@@ -183,3 +184,27 @@ def check_list(name: str, values: Any, check: Any) -> tuple[Any, ...]:
 def check_optional_int(name: str, value: Any, minimum: int = 1) -> int | None:
     """``None`` (the data set's whole split, for example) or an integer ``>= minimum``."""
     return None if value is None else cfg.check_int(name, value, minimum)
+
+
+class ImageData:
+    """The data of a chapter that trains encoders on an image data set: the ``dataset``,
+    ``data_root``, ``train_size``, ``test_size`` and ``probe_train_size`` fields."""
+
+    dataset: str
+    data_root: str | None
+    train_size: int | None
+    test_size: int | None
+    probe_train_size: int | None
+
+    def load_data(self) -> Dataset:
+        """The images the encoders train on (``train_size``, None: all) and the test images."""
+        return load_dataset(
+            self.dataset, self.data_root, train_size=self.train_size, test_size=self.test_size
+        )
+
+    def load_probe_data(self) -> Dataset:
+        """The images the probes are fitted on (``probe_train_size``, None: all) and scored on
+        (the same test images as :meth:`load_data`)."""
+        return load_dataset(
+            self.dataset, self.data_root, train_size=self.probe_train_size, test_size=self.test_size
+        )
