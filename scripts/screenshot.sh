@@ -3,11 +3,11 @@
 # MathJax) without a network.
 #
 # usage: bash scripts/screenshot.sh [PAGE.html] [OUT.png] [HEIGHT]
-#   PAGE defaults to _build/html/book/intro.html, OUT to _build/screenshots/<page>.png.
+#   PAGE defaults to _build/html/book/_generated/intro.html, OUT to _build/screenshots/<page>.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-page=${1:-_build/html/book/intro.html}
+page=${1:-_build/html/book/_generated/intro.html}
 out=${2:-_build/screenshots/$(basename "${page%.html}").png}
 height=${3:-2000}
 [ -f "$page" ] || { echo "screenshot.sh: no page $page (build the book first)" >&2; exit 1; }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import types
 from pathlib import Path
 
@@ -81,3 +82,23 @@ def test_replace_resolves_derived_fields_again() -> None:
     )
     assert P.main_conditions == (("all", 0.5, 3), ("all", 0.1, 3))
     assert P.fine_temperature == 0.5
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [
+        ("difficulty", {"seeds": 3, "main_conditions": [["all", 0.2]], "data_root": "/my data"}),
+        ("more_negatives", {"num_classes": "[2, 3]", "dim": 5, "scales": [2.0]}),
+        ("bounds", {"num_passes": 3, "modes": ["mask"]}),
+        ("coupon", {}),
+    ],
+)
+def test_the_papermill_command_rebuilds_the_same_params(name: str, overrides: dict) -> None:
+    Params = CHAPTERS[name].Params
+    P = Params.from_profile("smoke", **overrides)
+    words = shlex.split(P.papermill_command(name))
+    assert words[:3] == ["papermill", f"notebooks/{name}.ipynb", f"{name}.ipynb"]
+    pairs = dict(zip(words[4::3], words[5::3], strict=True))  # -p NAME VALUE, as text
+    assert set(words[3::3]) == {"-p"} and pairs.pop("profile") == "smoke"
+    assert sorted(pairs) == sorted(k for k in overrides)
+    assert Params.from_profile("smoke", **pairs) == P

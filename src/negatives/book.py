@@ -43,8 +43,9 @@ NOTEBOOKS = Path("notebooks")
 TIMINGS = GENERATED / "timings.json"
 MATHJAX = Path("_vendor/mathjax/tex-chtml.js")
 EFFECTIVE_TOC = Path("_build/_toc.effective.yml")
-# The page that reports versions, hardware and timings: executed after every chapter it reports.
-REPORT = "reproducibility"
+# The pages that report on the chapters (the introduction's verdicts; versions, hardware and
+# timings): executed after every chapter, in this order.
+REPORTS: tuple[str, ...] = ("intro", "reproducibility")
 KERNEL = "python3"
 
 
@@ -256,14 +257,20 @@ def _hide_default_parameters(path: Path) -> None:
     """Tag the notebook's own ``parameters`` cell ``remove-cell`` in the executed copy.
 
     papermill adds an ``injected-parameters`` cell after it with the values actually used; the
-    page shows that one, not the superseded defaults.
+    page shows that one, not the superseded defaults, unless the page's only parameter is the
+    profile (the introduction names it in its text).
     """
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
+    own = next((c for c in nb.cells if "parameters" in c.metadata.get("tags", [])), None)
+    only_profile = own is not None and [
+        line.split("=")[0].strip() for line in own.source.splitlines() if "=" in line
+    ] == ["profile"]
     for cell in nb.cells:
         tags = cell.metadata.get("tags", [])
-        if "parameters" in tags and "remove-cell" not in tags:
+        hide = "parameters" in tags or (only_profile and "injected-parameters" in tags)
+        if hide and "remove-cell" not in tags:
             cell.metadata["tags"] = [*tags, "remove-cell"]
     nbformat.write(nb, path)
 
@@ -275,7 +282,7 @@ def _plan(
     to_run: list[Chapter] = []
     missing: list[tuple[Chapter, str]] = []
     for ch in chapters:
-        runs = execute and (only is None or ch.name in (only, REPORT))
+        runs = execute and (only is None or ch.name == only or ch.name in REPORTS)
         if not (root / ch.source).is_file():
             if ch.name == only:
                 raise BookBuildError(f"--only {only}: {ch.source} does not exist")
@@ -329,7 +336,7 @@ def build(
     for _, reason in missing:
         print(f"skipping: {reason} (--allow-missing)", flush=True)
     # The report page runs after every chapter it reports on.
-    to_run.sort(key=lambda c: c.name == REPORT)
+    to_run.sort(key=lambda c: REPORTS.index(c.name) + 1 if c.name in REPORTS else 0)
 
     declared = {ch.name: _declared_parameters(root, ch) for ch in to_run}
     for ch in to_run:
@@ -625,6 +632,36 @@ def glued_values(path: str | os.PathLike[str]) -> dict[str, str]:
                 text = data.get(f"{prefix}text/plain", data.get(f"{prefix}text/markdown", ""))
                 out[name] = "".join(text) if isinstance(text, list) else text  # nbformat lines
     return out
+
+
+def page_title(path: str | os.PathLike[str]) -> str:
+    """The first ``# heading`` of a notebook (its page title)."""
+    nb = json.loads(Path(path).read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "markdown":
+            for line in "".join(cell["source"]).splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return Path(path).stem
+
+
+def verdict_summary(root: str | os.PathLike[str] = ".") -> pd.DataFrame:
+    """Every chapter's verdict table, as its executed notebook glues it (``<name>_verdicts``,
+    :func:`negatives.verdicts.records`), in one table in the toc's reading order, with a link
+    to the page (``chapter``: its title, linking to ``<name>.html``) in front."""
+    import pandas as pd
+
+    root = Path(root)
+    rows = []
+    for chapter in toc_chapters(read_toc(root)):
+        path = root / chapter.executed
+        text = glued_values(path).get(f"{chapter.name}_verdicts") if path.is_file() else None
+        if text is None:
+            continue
+        for record in json.loads(ast.literal_eval(text)):
+            link = f'<a href="{chapter.name}.html">{page_title(path)}</a>'  # pages sit side by side
+            rows.append({"chapter": link, **record})
+    return pd.DataFrame(rows)
 
 
 # Glued values that measure the machine, not the study: they differ between any two builds.

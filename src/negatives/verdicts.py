@@ -228,6 +228,8 @@ def verdict_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
 
 # What a chapter's page shows of its verdict table, with the headers a reader sees.
 SHOWN: dict[str, str] = {
+    "chapter": "chapter",  # the book's summary: a link to the page that shows the claim
+    "paper": "paper",
     "claim": "claim",
     "setting": "setting",
     "statement": "the paper says",
@@ -242,7 +244,11 @@ SHOWN: dict[str, str] = {
 _COLOURS = {REPRODUCED: "color: green", NOT_REPRODUCED: "color: firebrick"}
 
 
-def styled(table: pd.DataFrame, caption: str, columns: Iterable[str] = tuple(SHOWN)) -> Any:
+# What a chapter's own verdict table shows (the summary adds the chapter and the paper).
+CHAPTER_SHOWN: tuple[str, ...] = tuple(k for k in SHOWN if k not in ("chapter", "paper"))
+
+
+def styled(table: pd.DataFrame, caption: str, columns: Iterable[str] = CHAPTER_SHOWN) -> Any:
     """A verdict table as the book shows it: the ``columns`` (keys of :data:`SHOWN`) under
     their readers' headers, verdicts coloured, seed counts as integers (blank where none)."""
     columns = list(columns)
@@ -328,3 +334,15 @@ def format_number(x: float | None, spec: str = ".2f") -> str:
     if math.isinf(x):
         return "∞" if x > 0 else "−∞"
     return format(x, spec)
+
+
+# The columns of a verdict table that travel to the book's summary on its first page.
+RECORD_COLUMNS: tuple[str, ...] = (
+    "claim", "paper", "statement", "setting", "ours", "test_set", "seeds", "verdict",
+)  # fmt: skip
+
+
+def records(table: pd.DataFrame) -> str:
+    """A verdict table as JSON records of :data:`RECORD_COLUMNS` (a chapter glues it; the
+    introduction reads every chapter's and shows them in one table)."""
+    return table[list(RECORD_COLUMNS)].to_json(orient="records", force_ascii=False)

@@ -625,4 +625,6 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
         if (below["verdict"] == vd.REPRODUCED).all()
         else "not in every run (see the table)"
     )
+    out["bounds_verdicts"] = vd.records(T["verdicts"])  # for the summary on the first page
+    out["bounds_rerun"] = P.papermill_command("bounds")
     return out

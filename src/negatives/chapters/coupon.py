@@ -386,4 +386,5 @@ def numbers(P: Params, tables: dict[str, pd.DataFrame]) -> dict[str, Any]:
     out["coupon_pub_ratio128"] = float(published.loc[128, "published / exact"])
     out["coupon_pub_ratio256"] = float(published.loc[256, "published / exact"])
     out["coupon_pub_rerun_diff"] = float(published["rerun vs published"].max())
+    out["coupon_rerun"] = P.papermill_command("coupon")
     return out

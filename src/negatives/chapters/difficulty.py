@@ -923,6 +923,8 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
             "training on this machine)"
         )
     put("difficulty_to_decide", "; ".join(needs) if needs else "none is inconclusive in this run")
+    out["difficulty_verdicts"] = vd.records(T["verdicts"])  # for the summary on the first page
+    out["difficulty_rerun"] = P.papermill_command("difficulty")
     return out
 
 

@@ -841,4 +841,6 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
             f"[{r.best_low:+.1f}, {r.best_high:+.1f}], {r.verdict}"
             for _, r in comp.iterrows()
         )
+    out["more_negatives_verdicts"] = vd.records(T["verdicts"])  # for the summary on the first page
+    out["more_negatives_rerun"] = P.papermill_command("more_negatives")
     return out

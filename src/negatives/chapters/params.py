@@ -18,6 +18,8 @@ from __future__ import annotations
 import ast
 import dataclasses
 import difflib
+import json
+import shlex
 import types
 import typing
 from collections.abc import Mapping
@@ -159,6 +161,17 @@ class ChapterParams:
         # str() per value: pandas' astype(str) would print None as "nan"
         rows = [(k, str(v)) for k, v in self.parameters().items()]
         return pd.DataFrame(rows, columns=["parameter", "value"])
+
+    def papermill_command(self, notebook: str) -> str:
+        """The command that re-runs ``notebooks/<notebook>.ipynb`` with these parameters: the
+        profile, and every parameter whose value is not the profile's."""
+        mine, base = self.parameters(), type(self).profiles[self.profile].parameters()
+        parts = [f"papermill notebooks/{notebook}.ipynb {notebook}.ipynb -p profile {self.profile}"]
+        for name, value in mine.items():
+            if name != "profile" and value != base[name]:
+                text = json.dumps(value) if isinstance(value, tuple | list) else str(value)
+                parts.append(f"-p {name} {shlex.quote(text)}")
+        return " ".join(parts)
 
     def parameters(self) -> dict[str, Any]:
         """Every parameter's resolved value, embedded ones flat (for a table or a plan file)."""
