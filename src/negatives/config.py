@@ -14,6 +14,14 @@ from typing import Any
 PROFILES: tuple[str, ...] = ("smoke", "book", "full")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+# The book's image encoder, shared by the book profiles of the training chapters: the recipe
+# study's knee (benchmarks/recipe.py), a small CNN of width 48 for one epoch of Fashion-MNIST.
+BOOK_ENCODER: dict[str, object] = {
+    "dataset": "fashion-mnist",
+    "arch": "cnn-small",
+    "width": 48,
+    "epochs": 1,
+}
 # The papers' image setting, shared by the full profiles of the training chapters: ResNet-18 on
 # CIFAR-10 for 200 epochs.
 FULL_ENCODER: dict[str, object] = {

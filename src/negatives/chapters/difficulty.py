@@ -340,13 +340,10 @@ def describe(config: TrainConfig) -> dict[str, Any]:
 
 BOOK = Params(
     profile="book",
-    dataset="fashion-mnist",
+    **cfg.BOOK_ENCODER,
     train_size=None,
     test_size=None,
     probe_train_size=None,
-    arch="cnn-small",
-    width=48,
-    epochs=1,
     batch_size=256,
     queue_size=4096,
     momentum=0.99,

@@ -189,14 +189,11 @@ def _check_mode(name: str, value: Any) -> str:
 # one epoch of all 60,000 images); K+1 = 16 ... 256 keeps the fixed batch at 256.
 BOOK = Params(
     profile="book",
-    dataset="fashion-mnist",
+    **cfg.BOOK_ENCODER,
     data_root=None,
     train_size=None,
     test_size=None,
     probe_train_size=None,
-    arch="cnn-small",
-    width=48,
-    epochs=1,
     lr_scaling="linear",
     warmup_epochs=0.0,
     optimizer="adamw",
