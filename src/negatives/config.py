@@ -14,6 +14,8 @@ from typing import Any
 PROFILES: tuple[str, ...] = ("smoke", "book", "full")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+# The smoke profiles' image encoder (tests, CI): a tiny CNN on scikit-learn's 8x8 digits.
+SMOKE_ENCODER: dict[str, object] = {"dataset": "digits", "width": 16, "epochs": 2}
 # The book's image encoder, shared by the book profiles of the training chapters: the recipe
 # study's knee (benchmarks/recipe.py), a small CNN of width 48 for one epoch of Fashion-MNIST.
 BOOK_ENCODER: dict[str, object] = {

@@ -368,9 +368,7 @@ BOOK = Params(
 Params.profiles = {
     "smoke": BOOK.replace(
         profile="smoke",
-        dataset="digits",
-        width=16,
-        epochs=2,
+        **cfg.SMOKE_ENCODER,
         batch_size=64,
         queue_size=512,
         bn_groups=4,

@@ -219,9 +219,7 @@ BOOK = Params(
 Params.profiles = {
     "smoke": BOOK.replace(
         profile="smoke",
-        dataset="digits",
-        width=16,
-        epochs=2,
+        **cfg.SMOKE_ENCODER,
         num_negatives=(3, 15, 63),
         seeds=2,
         latent_classes=20,

@@ -220,10 +220,12 @@ def optimum_row(
     prior: str,
     scale: float,
     constraint: str,
+    store: RunStore | None = None,
 ) -> dict[str, Any]:
     """:func:`negatives.theory.optimum` under ``prior`` (``"uniform"``, or ``"zipf"`` with
-    ``params.zipf_exponent``), cached in the run cache by its arguments."""
-    row = _store(params).cached(
+    ``params.zipf_exponent``), cached in the run cache (``store``, default the K-scan's) by its
+    arguments."""
+    row = (store or _store(params)).cached(
         "optimum",
         theory.optimum,
         version=CACHE_VERSION,
@@ -245,10 +247,11 @@ def optimum_scan(
     priors: Iterable[str],
     scales: Iterable[float],
     constraints: Iterable[str],
+    store: RunStore | None = None,
 ) -> pd.DataFrame:
     """:func:`optimum_row` over the product of the arguments and ``params.population_num_negatives``."""
     rows = [
-        optimum_row(params, c, k, prior, s, con)
+        optimum_row(params, c, k, prior, s, con, store)
         for prior in priors
         for con in constraints
         for s in scales
@@ -258,21 +261,21 @@ def optimum_scan(
     return pd.DataFrame(rows)
 
 
-def main_scan(params: Params) -> pd.DataFrame:
+def main_scan(params: Params, store: RunStore | None = None) -> pd.DataFrame:
     """Every C of ``num_classes`` and K, uniform and Zipf priors, the main scale and constraint."""
     return optimum_scan(
-        params, params.num_classes, PRIORS, [params.main_scale], [params.main_constraint]
+        params, params.num_classes, PRIORS, [params.main_scale], [params.main_constraint], store
     )
 
 
-def variant_scan(params: Params) -> pd.DataFrame:
+def variant_scan(params: Params, store: RunStore | None = None) -> pd.DataFrame:
     """C = ``variant_num_classes``: every constraint x scale x prior, over K."""
     return optimum_scan(
-        params, [params.variant_num_classes], PRIORS, params.scales, params.constraints
+        params, [params.variant_num_classes], PRIORS, params.scales, params.constraints, store
     )
 
 
-def skew_scan(params: Params) -> pd.DataFrame:
+def skew_scan(params: Params, store: RunStore | None = None) -> pd.DataFrame:
     """How the Zipf exponent changes the K-dependence: C = ``variant_num_classes``, the main
     scale and constraint, the smallest and the largest K, each exponent of ``skew_exponents``."""
     c = params.variant_num_classes
@@ -280,8 +283,8 @@ def skew_scan(params: Params) -> pd.DataFrame:
     rows = []
     for a in params.skew_exponents:
         p = params.replace(zipf_exponent=a)
-        lo = optimum_row(p, c, k_lo, "zipf", params.main_scale, params.main_constraint)
-        hi = optimum_row(p, c, k_hi, "zipf", params.main_scale, params.main_constraint)
+        lo = optimum_row(p, c, k_lo, "zipf", params.main_scale, params.main_constraint, store)
+        hi = optimum_row(p, c, k_hi, "zipf", params.main_scale, params.main_constraint, store)
         rho = zipf_probs(c, a)
         rows.append(
             {
@@ -525,19 +528,19 @@ def run(P: Params, store: RunStore | None = None) -> dict[str, Any]:
     ``skew``, ``grams``, with ``compute_seconds``, and ``timing``), the K-scan shared with
     chapter 3 (``scan_rows``, ``acc``, ``comparisons``, ``scan_labels``, with ``scan_seconds``),
     and the ``verdicts`` (:func:`claims`)."""
+    store = store or _store(P)  # the K-scan's run cache keeps the population optima too
     t0 = time.perf_counter()
     cases = QUADRATURE_CASES[: P.quadrature_cases]
     T: dict[str, Any] = {
         "quad": pd.DataFrame(theory.quadrature_check(cases, P.quadrature_samples, P.seed)),
-        "main": main_scan(P),
-        "variants": variant_scan(P),
-        "skew": skew_scan(P),
+        "main": main_scan(P, store),
+        "variants": variant_scan(P, store),
+        "skew": skew_scan(P, store),
         "grams": optimum_grams(P),
     }
     T["compute_seconds"] = time.perf_counter() - t0
     T["timing"] = timing_table(pd.concat([T["main"], T["variants"]]))
     t1 = time.perf_counter()
-    store = store or _store(P)
     scan_rows = pd.concat(
         [kscan_accuracy(P, kind, store=store) for kind in SCAN_KINDS], ignore_index=True
     )
