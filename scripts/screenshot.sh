@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# Take a headless Chromium screenshot of a built page, to check that it renders (figures,
-# MathJax) without a network.
+# Screenshots of the built book in headless Chromium, without a network.
 #
-# usage: bash scripts/screenshot.sh [PAGE.html] [OUT.png] [HEIGHT]
-#   PAGE defaults to _build/html/book/_generated/intro.html, OUT to _build/screenshots/<page>.png.
+# usage: bash scripts/screenshot.sh                            # every page, full length, 1280 px
+#        bash scripts/screenshot.sh PAGE.html [OUT.png] [HEIGHT]  # one page, 1280 x HEIGHT px
+#
+# Without arguments: `python -m negatives.pages _build/html --width 1280 --screenshots
+# _build/screenshots` writes _build/screenshots/<page>.png for every page of the book and prints
+# the browser checks at 1280 px (exit status 1 when they find a problem; the screenshots are
+# written anyway). With a page: OUT defaults to _build/screenshots/<page>.png, HEIGHT to 2000.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-page=${1:-_build/html/book/_generated/intro.html}
+if [ $# = 0 ]; then
+  [ -d _build/html ] || { echo "screenshot.sh: no _build/html (build the book first)" >&2; exit 1; }
+  command -v chromium >/dev/null 2>&1 || bash scripts/setup.sh --with-browser
+  exec .venv/bin/python -m negatives.pages _build/html --width 1280 --screenshots _build/screenshots
+fi
+
+page=$1
 out=${2:-_build/screenshots/$(basename "${page%.html}").png}
 height=${3:-2000}
 [ -f "$page" ] || { echo "screenshot.sh: no page $page (build the book first)" >&2; exit 1; }

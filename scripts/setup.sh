@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
 # Set up everything the book and the tests need, idempotently (a second run takes seconds):
-#   - Debian packages: dataset-fashion-mnist (and chromium with --with-browser), plus python3-venv
-#     and npm when they are missing;
+#   - Debian packages: dataset-fashion-mnist (and chromium with --with-browser; with --with-latex
+#     XeLaTeX, latexmk, the FreeFont fonts and poppler-utils, for the PDF of the book), plus
+#     python3-venv and npm when they are missing;
 #   - .venv/ with requirements.txt (exact pins) and the package (editable);
 #   - MathJax 3 (npm) in _vendor/mathjax/, so that formulas render offline.
 # Works on a fresh Debian machine as root, needing only the Debian, PyPI and npm registries.
 #
-# usage: bash scripts/setup.sh [--with-browser]
+# usage: bash scripts/setup.sh [--with-browser] [--with-latex]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MATHJAX_VERSION=3.2.2
+# The PDF (python -m negatives.book build --pdf): Sphinx's LaTeX through XeLaTeX and latexmk;
+# pdftoppm/pdfinfo (poppler-utils) render and check its pages. Installed without recommends.
+LATEX_PACKAGES=(texlive-xetex texlive-latex-recommended texlive-latex-extra
+  texlive-fonts-recommended latexmk fonts-freefont-otf poppler-utils)
 with_browser=0
+with_latex=0
 for arg in "$@"; do
   case "$arg" in
     --with-browser) with_browser=1 ;;
-    -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
-    *) echo "setup.sh: unknown option $arg (allowed: --with-browser)" >&2; exit 2 ;;
+    --with-latex) with_latex=1 ;;
+    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "setup.sh: unknown option $arg (allowed: --with-browser, --with-latex)" >&2; exit 2 ;;
   esac
 done
 
@@ -40,19 +47,32 @@ command -v npm >/dev/null 2>&1 || [ -f _vendor/mathjax/tex-chtml.js ] || apt_pac
 if [ "$with_browser" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
   apt_packages+=(chromium)
 fi
-if [ ${#apt_packages[@]} -gt 0 ]; then
+latex_packages=()
+if [ "$with_latex" = 1 ]; then
+  for pkg in "${LATEX_PACKAGES[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || latex_packages+=("$pkg")
+  done
+fi
+if [ $((${#apt_packages[@]} + ${#latex_packages[@]})) -gt 0 ]; then
   sudo=()
   if [ "$(id -u)" != 0 ]; then
     command -v sudo >/dev/null 2>&1 || {
-      echo "setup.sh: need root (or sudo) to install: ${apt_packages[*]}" >&2
+      echo "setup.sh: need root (or sudo) to install: ${apt_packages[*]} ${latex_packages[*]}" >&2
       exit 1
     }
     sudo=(sudo)
   fi
-  step "apt-get install ${apt_packages[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  step "apt-get update"
   quiet "${sudo[@]}" apt-get update
-  quiet "${sudo[@]}" apt-get install -y "${apt_packages[@]}"
+  if [ ${#apt_packages[@]} -gt 0 ]; then
+    step "apt-get install ${apt_packages[*]}"
+    quiet "${sudo[@]}" apt-get install -y "${apt_packages[@]}"
+  fi
+  if [ ${#latex_packages[@]} -gt 0 ]; then
+    step "apt-get install --no-install-recommends ${latex_packages[*]} (TeX for the PDF; minutes)"
+    quiet "${sudo[@]}" apt-get install -y --no-install-recommends "${latex_packages[@]}"
+  fi
 else
   step "Debian packages: already installed"
 fi

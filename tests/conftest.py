@@ -1,7 +1,16 @@
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+from negatives.book import MATHJAX
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -11,3 +20,31 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repository's book built with the smoke profile in a temporary copy."""
+    if not (REPO / MATHJAX).is_file():
+        pytest.fail(f"{REPO / MATHJAX} is missing: run `bash scripts/setup.sh` first")
+    root = tmp_path_factory.mktemp("book")
+    for name in ("_config.yml", "_toc.yml"):
+        shutil.copy2(REPO / name, root / name)
+    shutil.copytree(REPO / "book", root / "book", ignore=shutil.ignore_patterns("_generated"))
+    shutil.copytree(REPO / "notebooks", root / "notebooks")
+    # the reproducibility page shows the recipe study's committed results
+    shutil.copytree(REPO / "benchmarks" / "results", root / "benchmarks" / "results")
+    (root / "_vendor").symlink_to(REPO / "_vendor", target_is_directory=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "negatives.book",
+        "build",
+        "--profile",
+        "smoke",
+        "--root",
+        str(root),
+    ]
+    res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1800)
+    assert res.returncode == 0, f"smoke build failed:\n{res.stdout[-6000:]}\n{res.stderr[-6000:]}"
+    return root

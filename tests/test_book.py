@@ -5,9 +5,7 @@ from __future__ import annotations
 import ast
 import io
 import json
-import shutil
-import subprocess
-import sys
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -117,34 +115,6 @@ def _tiny_book(root: Path, chapters: dict[str, tuple[str, ...] | None]) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # the whole book, smoke profile
-
-
-@pytest.fixture(scope="module")
-def smoke_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The repository's book built with the smoke profile in a temporary copy."""
-    if not (REPO / MATHJAX).is_file():
-        pytest.fail(f"{REPO / MATHJAX} is missing: run `bash scripts/setup.sh` first")
-    root = tmp_path_factory.mktemp("book")
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy2(REPO / name, root / name)
-    shutil.copytree(REPO / "book", root / "book", ignore=shutil.ignore_patterns("_generated"))
-    shutil.copytree(REPO / "notebooks", root / "notebooks")
-    # the reproducibility page shows the recipe study's committed results
-    shutil.copytree(REPO / "benchmarks" / "results", root / "benchmarks" / "results")
-    (root / "_vendor").symlink_to(REPO / "_vendor", target_is_directory=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "negatives.book",
-        "build",
-        "--profile",
-        "smoke",
-        "--root",
-        str(root),
-    ]
-    res = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=1800)
-    assert res.returncode == 0, f"smoke build failed:\n{res.stdout[-6000:]}\n{res.stderr[-6000:]}"
-    return root
 
 
 def _built_chapters(root: Path) -> list[Chapter]:
@@ -407,3 +377,81 @@ def test_compare_glued_lists_changed_numbers_but_not_timings(tmp_path: Path) -> 
     assert compare_glued(tmp_path / "a", tmp_path / "b") == ["ch.ipynb: ch_acc: '84.9' -> '85.0'"]
     assert compare_glued(tmp_path / "a", tmp_path / "a") == []
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+
+
+@pytest.mark.slow
+def test_smoke_book_figures_and_tables_are_for_reading(smoke_book: Path) -> None:
+    """Every figure of a chapter is numbered, captioned, SVG for the page and PDF for the book's
+    PDF; every table is formatted per column (no raw six-decimal floats) and has a caption."""
+
+    for chapter in _built_chapters(smoke_book):
+        nb = json.loads((smoke_book / chapter.executed).read_text())
+        n_figures = 0
+        for cell in (c for c in nb["cells"] if c["cell_type"] == "code"):
+            figure = cell["metadata"].get("mystnb", {}).get("figure")
+            for out in cell.get("outputs", []):
+                data = out.get("data", {})
+                if "image/svg+xml" in data or "image/png" in data:
+                    assert figure, f"{chapter.name}: a figure without a caption"
+                    assert "image/svg+xml" in data and "application/pdf" in data, chapter.name
+                    n_figures += 1
+                if "text/html" in data and "<table" in "".join(data["text/html"]):
+                    html = "".join(data["text/html"])
+                    assert "negatives-caption" in html, f"{chapter.name}: a table without a caption"
+                    cells = re.findall(r"<td[^>]*>(.*?)</td>", html, re.S)
+                    raw = [c for c in cells if _raw_float(c)]
+                    assert not raw, f"{chapter.name}: unformatted numbers {raw[:5]}"
+                    assert "text/latex" in data, f"{chapter.name}: a table with no LaTeX form"
+        if chapter.name not in REPORTS_WITHOUT_FIGURES:
+            assert n_figures, f"{chapter.name}: no figure"
+    page, text = _parse(smoke_book / "_build" / "html" / "book" / "_generated" / "bounds.html")
+    assert "Fig. 1" in text  # numbered (numfig), with its caption
+
+
+REPORTS_WITHOUT_FIGURES = ("intro",)
+
+
+def _raw_float(text: str) -> bool:
+    """A number as pandas prints an unformatted float: six decimals ending in zeros (0.500000),
+    or five or more decimals with seven or more significant digits (80.016667)."""
+    for number in re.findall(r"\d+\.\d+", text):
+        digits = number.replace(".", "").lstrip("0")
+        decimals = len(number.split(".")[1])
+        if (decimals == 6 and number.endswith("00")) or (decimals >= 5 and len(digits) >= 7):
+            return True
+    return False
+
+
+def test_raw_float_tells_pandas_defaults_from_formatted_numbers() -> None:
+    assert _raw_float("80.016667") and _raw_float("0.500000") and _raw_float("[1.0, 2.1234567]")
+    assert not _raw_float("0.000123") and not _raw_float("80.0") and not _raw_float("1.69124")
+    assert not _raw_float("26029.31")
+
+
+@pytest.mark.slow
+def test_smoke_book_lists_the_runs_behind_each_figure(smoke_book: Path) -> None:
+    """Each chapter glues the run ids behind its figures; the reproducibility page lists them,
+    and each is a finished run in the cache."""
+
+    from negatives.book import figure_runs
+
+    table = figure_runs(smoke_book)
+    for chapter in _built_chapters(smoke_book):
+        nb = json.loads((smoke_book / chapter.executed).read_text())
+        names = {
+            c["metadata"]["mystnb"]["figure"]["name"]
+            for c in nb["cells"]
+            if "mystnb" in c.get("metadata", {})
+        }
+        if chapter.name in ("intro", "reproducibility"):
+            continue
+        assert set(table.loc[table["chapter"] == chapter.name, "figure"]) == names, chapter.name
+    ids = {r for row in table["run_ids"] for r in row}
+    assert len(ids) > 10
+    for run_id in ids:
+        assert (smoke_book / "results" / "runs" / run_id / "result.json").is_file(), run_id
+    page, text = _parse(
+        smoke_book / "_build" / "html" / "book" / "_generated" / "reproducibility.html"
+    )
+    some = sorted(ids)[0][:12]
+    assert some in text and "Fig. " in text  # ids listed, figures referenced by number

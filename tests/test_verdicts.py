@@ -127,9 +127,10 @@ def test_seeds_to_decide_against_a_simulated_t_interval() -> None:
 def test_styled_shows_the_readers_columns() -> None:
     claim = vd.Claim("c", "p", "s", "q", vd.above(0.0))
     table = vd.verdict_table([vd.judge(claim, 1.0, 0.5, 1.5, seeds=3), vd.judge(claim, 0.1, -1, 1)])
-    html = vd.styled(table, "caption").to_html()
+    html = vd.styled(table, "caption")._repr_html_()
     assert "seeds to decide" in html and "the paper says" in html and "caption" in html
     assert "nan" not in html  # blank where a row has no seed count
+    assert "#0072B2" in html  # the reproduced verdict in the book's blue
     with pytest.raises(ValueError, match="columns"):
         vd.styled(table, "x", columns=["claim", "colour"])
 

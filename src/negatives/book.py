@@ -8,7 +8,11 @@ For each toc entry ``book/_generated/<name>`` (in toc order) the driver executes
 ``notebooks/<name>.ipynb`` with papermill (``-p profile <profile>``, cwd = the book root,
 kernel ``python3``) into ``book/_generated/<name>.ipynb``, records how long it took in
 ``book/_generated/timings.json``, runs the ``reproducibility`` notebook last (it reads that
-file), and then runs ``jupyter-book build`` with warnings as errors.
+file), and then runs ``jupyter-book build`` with warnings as errors. With ``--pdf`` it then
+builds the PDF from the same executed copies (:func:`build_pdf`: Jupyter Book's LaTeX builder,
+latexmk with XeLaTeX) at ``_build/pdf/book.pdf``, its pages as PNG in ``_build/pdf/pages/``.
+The module is also the Sphinx extension that fixes what the LaTeX builder would get wrong
+(:func:`setup`).
 
 The module also holds the small functions the reproducibility page tabulates
 (:func:`versions_table`, :func:`hardware_table`, :func:`timings_table`).
@@ -24,6 +28,8 @@ import json
 import logging
 import os
 import platform
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -43,6 +49,11 @@ NOTEBOOKS = Path("notebooks")
 TIMINGS = GENERATED / "timings.json"
 MATHJAX = Path("_vendor/mathjax/tex-chtml.js")
 EFFECTIVE_TOC = Path("_build/_toc.effective.yml")
+LATEX_DIR = Path("_build/latex")
+LATEX_TARGET = "book"  # latex_documents' targetname in _config.yml, less ".tex"
+PDF = Path("_build/pdf/book.pdf")
+PDF_PAGES = Path("_build/pdf/pages")
+LATEX_TOOLS = ("xelatex", "latexmk", "kpsewhich", "pdftoppm")
 # The pages that report on the chapters (the introduction's verdicts; versions, hardware and
 # timings): executed after every chapter, in this order.
 REPORTS: tuple[str, ...] = ("intro", "reproducibility")
@@ -301,6 +312,7 @@ def build(
     execute: bool = True,
     params: dict[str, Any] | None = None,
     allow_missing: bool = False,
+    pdf: bool = False,
 ) -> Path:
     """Execute the chapter notebooks (toc order, ``reproducibility`` last) and build the HTML.
 
@@ -312,6 +324,7 @@ def build(
     - ``params``: extra papermill parameters, each given to the notebooks that declare it.
     - ``allow_missing``: skip (with a notice) toc chapters whose notebook or executed copy does
       not exist, building the book from a reduced toc.
+    - ``pdf``: then build the PDF too (:func:`build_pdf`); the TeX tools are checked first.
     """
     root = Path(root).resolve()
     profile = check_profile(profile)
@@ -325,6 +338,8 @@ def build(
             f"MathJax is missing ({root / MATHJAX}); run `bash scripts/setup.sh`, which copies "
             "npm's mathjax es5 bundle there so that formulas render offline"
         )
+    if pdf:
+        check_latex_tools()  # before hours of execution, not after
 
     to_run, missing = _plan(root, chapters, execute, only)
     if missing and not allow_missing:
@@ -370,36 +385,260 @@ def build(
         timings["finished"] = _now()
         _write_json(timings_path, timings)
 
-    return build_html(root, toc, [ch.docname for ch, _ in missing])
+    skipped = [ch.docname for ch, _ in missing]
+    index = build_html(root, toc, skipped)
+    if pdf:
+        build_pdf(root, toc, skipped)
+    return index
+
+
+def _effective_toc(root: Path, toc: dict[str, Any], skipped: Sequence[str]) -> Path:
+    """``_toc.yml``, or (chapters skipped) a copy without them at ``EFFECTIVE_TOC``."""
+    if not skipped:
+        return root / "_toc.yml"
+    import yaml
+
+    toc_path = root / EFFECTIVE_TOC
+    toc_path.parent.mkdir(parents=True, exist_ok=True)
+    toc_path.write_text(
+        "# Written by negatives.book (--allow-missing): _toc.yml without the skipped\n"
+        f"# chapters {list(skipped)}.\n"
+        + yaml.safe_dump(_without(toc, set(skipped)), sort_keys=False)
+    )
+    print(f"building from {toc_path} (skipped: {', '.join(skipped)})", flush=True)
+    return toc_path
+
+
+def _jupyter_book(root: Path, builder: str, toc_path: Path) -> None:
+    """``jupyter-book build`` with warnings as errors (nit-picky, all pages re-read: --all, so
+    that warnings of unchanged pages are raised again under -W)."""
+    cmd = [
+        sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
+        "build", str(root), "--builder", builder, "--toc", str(toc_path),
+        "--warningiserror", "--nitpick", "--keep-going", "--all",
+    ]  # fmt: skip
+    print("$ jupyter-book " + " ".join(cmd[3:]), flush=True)
+    if subprocess.run(cmd, cwd=root).returncode != 0:
+        raise BookBuildError(
+            f"jupyter-book build --builder {builder} failed (warnings are errors); "
+            "see the log above"
+        )
 
 
 def build_html(root: Path, toc: dict[str, Any], skipped: Sequence[str] = ()) -> Path:
     """``jupyter-book build`` with warnings as errors (nit-picky, all pages re-read)."""
-    toc_path = root / "_toc.yml"
-    if skipped:
-        import yaml
-
-        toc_path = root / EFFECTIVE_TOC
-        toc_path.parent.mkdir(parents=True, exist_ok=True)
-        toc_path.write_text(
-            "# Written by negatives.book (--allow-missing): _toc.yml without the skipped\n"
-            f"# chapters {list(skipped)}.\n"
-            + yaml.safe_dump(_without(toc, set(skipped)), sort_keys=False)
-        )
-        print(f"building from {toc_path} (skipped: {', '.join(skipped)})", flush=True)
-    # --all: re-read every page, so that warnings of unchanged pages are raised again under -W.
-    cmd = [
-        sys.executable, "-c", "from jupyter_book.cli.main import main; main()",
-        "build", str(root), "--builder", "html", "--toc", str(toc_path),
-        "--warningiserror", "--nitpick", "--keep-going", "--all",
-    ]  # fmt: skip
-    print("$ jupyter-book " + " ".join(cmd[3:]), flush=True)
     t0 = time.perf_counter()
-    if subprocess.run(cmd, cwd=root).returncode != 0:
-        raise BookBuildError("jupyter-book build failed (warnings are errors); see the log above")
+    _jupyter_book(root, "html", _effective_toc(root, toc, skipped))
     index = root / "_build" / "html" / "index.html"
     print(f"HTML built in {time.perf_counter() - t0:.1f} s: {index}", flush=True)
     return index
+
+
+# ---------------------------------------------------------------------------------------------
+# the PDF
+
+
+def check_latex_tools() -> None:
+    """Raise :class:`BookBuildError` naming the TeX / poppler tools that are not installed."""
+    missing = [tool for tool in LATEX_TOOLS if shutil.which(tool) is None]
+    if missing:
+        raise BookBuildError(
+            f"the PDF needs {', '.join(missing)}, which are not installed; run "
+            "`bash scripts/setup.sh --with-latex` (Debian's TeX Live and poppler-utils)"
+        )
+
+
+def build_pdf(root: Path, toc: dict[str, Any], skipped: Sequence[str] = ()) -> Path:
+    """The PDF of the book from the executed copies, without executing anything.
+
+    Jupyter Book's LaTeX builder (warnings as errors, like the HTML) writes
+    ``_build/latex/book.tex``; latexmk runs XeLaTeX on it (``_build/latex/book.log``); the PDF
+    is copied to ``_build/pdf/book.pdf`` and its pages rendered to
+    ``_build/pdf/pages/page-N.png`` (50 dpi). A LaTeX error, or a character that no font has
+    (it would be left out of the page silently), raises :class:`BookBuildError` with the
+    errors and the tail of the log. Returns the path of the PDF.
+    """
+    check_latex_tools()
+    t0 = time.perf_counter()
+    latex_dir = root / LATEX_DIR
+    shutil.rmtree(latex_dir, ignore_errors=True)  # no .aux of an earlier (failed) run
+    _jupyter_book(root, "latex", _effective_toc(root, toc, skipped))
+    tex = latex_dir / f"{LATEX_TARGET}.tex"
+    if not tex.is_file():
+        raise BookBuildError(f"the LaTeX builder wrote no {tex} (latex_documents in _config.yml?)")
+    _stub_missing_packages(latex_dir)
+    t1 = time.perf_counter()
+    cmd = ["latexmk", "-pdfxe", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error",
+           tex.name]  # fmt: skip
+    print(f"$ (cd {latex_dir} && {' '.join(cmd)})", flush=True)
+    # Sphinx's latexmkrc reads LATEXOPTS (its Makefile sets it)
+    env = {**os.environ, "LATEXOPTS": os.environ.get("LATEXOPTS", "")}
+    res = subprocess.run(
+        cmd, cwd=latex_dir, env=env, capture_output=True, text=True, errors="replace"
+    )
+    (latex_dir / "latexmk.out").write_text(res.stdout + res.stderr)
+    log_path = tex.with_suffix(".log")
+    log = log_path.read_text(errors="replace") if log_path.is_file() else ""
+    if res.returncode != 0:
+        raise BookBuildError(_latex_failure(log_path, log, res.stdout + res.stderr))
+    missing = missing_characters(log)
+    if missing:
+        raise BookBuildError(
+            f"XeLaTeX left out characters that no font of the PDF has ({log_path}):\n  "
+            + "\n  ".join(missing)
+        )
+    pdf = root / PDF
+    pdf.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(tex.with_suffix(".pdf"), pdf)
+    t2 = time.perf_counter()
+    pages = render_pages(pdf, root / PDF_PAGES)
+    overfull = len(re.findall(r"^Overfull \\hbox", log, flags=re.M))
+    print(
+        f"PDF built in {time.perf_counter() - t0:.1f} s (LaTeX builder {t1 - t0:.1f} s, "
+        f"latexmk {t2 - t1:.1f} s): {pdf} ({len(pages)} pages, "
+        f"{pdf.stat().st_size / 2**20:.1f} MiB; {overfull} overfull lines in {log_path.name}); "
+        f"pages as PNG in {root / PDF_PAGES}/",
+        flush=True,
+    )
+    return pdf
+
+
+# Packages that Jupyter Book's LaTeX class loads but that no Debian TeX package short of
+# texlive-fonts-extra (1.4 GB) provides, with the few lines the book needs of each.
+_PACKAGE_STUBS = {
+    # bbm: blackboard-bold digits (\mathbbm{1}); unicode-math's \mathbb has them too.
+    "bbm": "\\ProvidesPackage{bbm}[2024/01/01 negatives stub]\n"
+    "\\providecommand{\\mathbbm}[1]{\\mathbb{#1}}\n",
+}
+
+
+def _stub_missing_packages(latex_dir: Path) -> None:
+    for name, text in _PACKAGE_STUBS.items():
+        found = subprocess.run(["kpsewhich", f"{name}.sty"], capture_output=True, text=True)
+        if not found.stdout.strip():
+            (latex_dir / f"{name}.sty").write_text(text)
+
+
+def render_pages(pdf: Path, folder: Path, dpi: int = 50) -> list[Path]:
+    """Every page of ``pdf`` as ``folder/page-N.png`` (pdftoppm; the folder is emptied first)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    cmd = ["pdftoppm", "-r", str(dpi), "-png", str(pdf), str(folder / "page")]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise BookBuildError(f"pdftoppm could not render {pdf}:\n{res.stderr.strip()}")
+    return sorted(folder.glob("page-*.png"))
+
+
+# A TeX error: "! message", or "file:line: message" under -file-line-error.
+_TEX_ERROR = re.compile(r"^(?:! |\S+:\d+: )")
+_TEX_WHERE = re.compile(r"^l\.\d+")
+
+
+def latex_errors(log: str, most_lines: int = 8) -> list[str]:
+    """The errors of a TeX log, each with the lines after it up to the one that shows where
+    (``l.<line> <text>`` and its continuation), at most ``most_lines`` lines each."""
+    lines = log.splitlines()
+    errors: list[str] = []
+    i = 0
+    while i < len(lines):
+        if not _TEX_ERROR.match(lines[i]):
+            i += 1
+            continue
+        block = [lines[i]]
+        i += 1
+        while i < len(lines) and len(block) < most_lines and not _TEX_ERROR.match(lines[i]):
+            block.append(lines[i])
+            i += 1
+            if _TEX_WHERE.match(block[-1]):
+                if i < len(lines) and lines[i].strip() and not _TEX_ERROR.match(lines[i]):
+                    block.append(lines[i])
+                    i += 1
+                break
+        errors.append("\n".join(block))
+    return errors
+
+
+_MISSING_CHARACTER = re.compile(r"^Missing character: There is no (.+?) in font (.+?)!?$", re.M)
+
+
+def missing_characters(log: str) -> list[str]:
+    """XeLaTeX's "Missing character" lines: ``"≤ (U+2264) in font FreeSerif"``, each once."""
+    found = (
+        f"{char} in font {re.split('[/:]', font)[0]}"
+        for char, font in _MISSING_CHARACTER.findall(log)
+    )
+    return list(dict.fromkeys(found))
+
+
+def _latex_failure(log_path: Path, log: str, output: str, tail: int = 30) -> str:
+    errors = latex_errors(log)
+    if not log:
+        return f"latexmk failed and wrote no {log_path}:\n" + "\n".join(output.splitlines()[-tail:])
+    shown = "\n\n".join(errors[:5]) if errors else "(no error message found in the log)"
+    return (
+        f"XeLaTeX failed on {log_path.with_suffix('.tex')}; the errors in {log_path}:\n{shown}\n"
+        f"--- the last {tail} lines of {log_path} ---\n" + "\n".join(log.splitlines()[-tail:])
+    )
+
+
+# A bare operator as a sub- or superscript: MathJax takes `\rho_\max`, TeX wants `\rho_{\max}`.
+_BARE_OPERATOR_SCRIPT = re.compile(
+    r"([_^])\s*(\\(?:max|min|sup|inf|lim|liminf|limsup|log|ln|exp|det|Pr|arg))(?![A-Za-z])"
+)
+# A `text/latex` output that is a table (a Table's booktabs tabular in a table float), not math.
+_LATEX_TABLE = re.compile(
+    r"^\s*(?:\\begingroup\\small\s*)?\\begin\{(?:table|tabular|longtable)\*?\}"
+)
+
+
+def tex_math(math: str) -> str:
+    """Math written for MathJax as TeX takes it: a bare operator as a sub- or superscript
+    braced (``\\rho_\\max`` -> ``\\rho_{\\max}``); everything else as it is."""
+    return _BARE_OPERATOR_SCRIPT.sub(r"\1{\2}", math)
+
+
+_TABLE_PLACEMENT = re.compile(r"^(\s*\\begin\{table\})(\[[^\]]*\])?")
+
+
+def is_latex_table(text: str) -> bool:
+    """Whether a ``text/latex`` output is a table environment (rather than math)."""
+    return bool(_LATEX_TABLE.match(text))
+
+
+def pin_table(text: str) -> str:
+    """A ``table`` float placed ``[H]`` (here, like figures: ``figure_align`` in _config.yml),
+    whatever placement it asked for; anything else as it is."""
+    return _TABLE_PLACEMENT.sub(r"\1[H]", text, count=1)
+
+
+def setup(app: Any) -> dict[str, Any]:
+    """Sphinx extension (``negatives.book`` in _config.yml's extensions) for the LaTeX builder:
+    a code cell's ``text/latex`` table (myst-nb renders every ``text/latex`` output as display
+    math) goes into the PDF as raw LaTeX (:func:`pin_table`), and math gets :func:`tex_math`. Other builders are
+    left alone."""
+    from docutils import nodes
+    from sphinx.transforms.post_transforms import SphinxPostTransform
+
+    class LatexOutputs(SphinxPostTransform):
+        default_priority = 6  # after myst-nb's choice of MIME type (4) and its glue (5)
+        builders = ("latex",)
+
+        def run(self, **kwargs: Any) -> None:
+            for node in list(self.document.findall(nodes.math_block)):
+                text = node.astext()
+                if "text_latex" in node["classes"] and is_latex_table(text):
+                    node.replace_self(nodes.raw(text, pin_table(text), format="latex"))
+            for node in list(
+                self.document.findall(lambda n: isinstance(n, nodes.math | nodes.math_block))
+            ):
+                text = node.astext()
+                fixed = tex_math(text)
+                if fixed != text:
+                    node[:] = [nodes.Text(fixed)]
+
+    app.add_post_transform(LatexOutputs)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -571,10 +810,10 @@ def recipe_figure(table: pd.DataFrame) -> Any:
     width-48 points, every one-knob point in grey, the raw-pixel and random-encoder probes and
     the pixels + 2 points target as horizontal lines; error bars are 1.96 binomial s.e.
     """
-    import matplotlib.pyplot as plt
+    from negatives import show
 
-    fig, ax = plt.subplots(figsize=(8, 4.8))
-    styles = {"simclr": dict(color="C0", marker="o"), "moco": dict(color="C1", marker="s")}
+    fig, ax = show.subplots(height=5.6)
+    styles = {"simclr": show.series(0).kw(), "moco": show.series(1).kw()}
     trained = table[table["group"] != "baseline"]
     for method, style in styles.items():
         steps = trained[(trained["group"] == "steps") & (trained["method"] == method)]
@@ -585,11 +824,11 @@ def recipe_figure(table: pd.DataFrame) -> Any:
         )  # fmt: skip
     wide = trained[trained["recipe"].str.contains("width 48")].sort_values("train s")
     ax.errorbar(
-        wide["train s"], wide["linear %"], yerr=1.96 * wide["s.e."], capsize=3, color="C2",
+        wide["train s"], wide["linear %"], yerr=1.96 * wide["s.e."], capsize=3, color=show.PALETTE[2],
         marker="D", ls="none", label="width 48 (the book's recipe and longer)",
     )  # fmt: skip
     knobs = trained[~trained["group"].isin(["steps"]) & ~trained.index.isin(wide.index)]
-    ax.scatter(knobs["train s"], knobs["linear %"], color="gray", s=14, zorder=3,
+    ax.scatter(knobs["train s"], knobs["linear %"], color=show.GRAY, s=14, zorder=3,
                label="one knob changed (see the table)")  # fmt: skip
     pixels = float("nan")
     for name, ls in (("raw pixels", "--"), ("random", ":")):
@@ -599,14 +838,14 @@ def recipe_figure(table: pd.DataFrame) -> Any:
             pixels = value if name == "raw pixels" else pixels
             ax.axhline(value, color="k", ls=ls, lw=1, label=row["recipe"].iloc[0])
     if pixels == pixels:
-        ax.axhline(pixels + 2, color="C3", ls="-.", lw=1, label="raw pixels + 2 points")
+        ax.axhline(
+            pixels + 2, color=show.PALETTE[1], ls="-.", lw=1.5, label="raw pixels + 2 points"
+        )
     ax.set_xscale("log")
     ax.set_xlabel("training time per encoder (s, wall clock)")
     ax.set_ylabel("linear-probe test accuracy (%)")
-    ax.set_title("Accuracy against training seconds (error bars: ±1.96 s.e. of the test set)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    show.legend_below(fig, ncols=1)
     return fig
 
 
@@ -645,23 +884,63 @@ def page_title(path: str | os.PathLike[str]) -> str:
     return Path(path).stem
 
 
+def _glued_json(root: Path, suffix: str) -> Iterator[tuple[Chapter, Path, Any]]:
+    """Each toc chapter's glued ``<name>_<suffix>`` (a JSON string), decoded, in reading
+    order; chapters not executed, or without that value, are left out."""
+    for chapter in toc_chapters(read_toc(root)):
+        path = root / chapter.executed
+        text = glued_values(path).get(f"{chapter.name}_{suffix}") if path.is_file() else None
+        if text is not None:
+            yield chapter, path, json.loads(ast.literal_eval(text))
+
+
 def verdict_summary(root: str | os.PathLike[str] = ".") -> pd.DataFrame:
     """Every chapter's verdict table, as its executed notebook glues it (``<name>_verdicts``,
     :func:`negatives.verdicts.records`), in one table in the toc's reading order, with a link
     to the page (``chapter``: its title, linking to ``<name>.html``) in front."""
     import pandas as pd
 
-    root = Path(root)
     rows = []
-    for chapter in toc_chapters(read_toc(root)):
-        path = root / chapter.executed
-        text = glued_values(path).get(f"{chapter.name}_verdicts") if path.is_file() else None
-        if text is None:
-            continue
-        for record in json.loads(ast.literal_eval(text)):
-            link = f'<a href="{chapter.name}.html">{page_title(path)}</a>'  # pages sit side by side
-            rows.append({"chapter": link, **record})
+    for chapter, path, records in _glued_json(Path(root), "verdicts"):
+        link = f'<a href="{chapter.name}.html">{page_title(path)}</a>'  # pages sit side by side
+        rows.extend({"chapter": link, **record} for record in records)
     return pd.DataFrame(rows)
+
+
+def figure_runs(root: str | os.PathLike[str] = ".") -> pd.DataFrame:
+    """The run ids behind every figure of the book, as each chapter's executed notebook glues
+    them (``<name>_figure_runs``: figure name -> run ids), in reading order: one row per figure
+    with ``chapter``, ``figure`` (its name, a MyST label) and ``run_ids`` (a sorted list)."""
+    import pandas as pd
+
+    rows = [
+        {"chapter": chapter.name, "figure": figure, "run_ids": sorted(ids)}
+        for chapter, _, runs in _glued_json(Path(root), "figure_runs")
+        for figure, ids in runs.items()
+    ]
+    return pd.DataFrame(rows, columns=["chapter", "figure", "run_ids"])
+
+
+def figure_runs_markdown(table: pd.DataFrame, id_length: int = 12) -> str:
+    """:func:`figure_runs` as a MyST table: each figure by its number ({numref}), its count of
+    runs, and their ids (``results/runs/<id>``, shortened to ``id_length`` characters; the
+    prefix is unique in practice and ``ls results/runs/<prefix>*`` finds the folder)."""
+    lines = [
+        "| chapter | figure | runs | run ids (`results/runs/<id>…`) |",
+        "|:--|:--|--:|:--|",
+    ]
+    seen: dict[tuple[str, ...], str] = {}  # a set of runs already listed -> its first figure
+    for row in table.itertuples():
+        key = tuple(row.run_ids)
+        if not key:
+            ids = "computed in the page (no training run)"
+        elif key in seen:
+            ids = f"the runs of {{numref}}`{seen[key]}`"
+        else:
+            ids = ", ".join(f"`{r[:id_length]}`" for r in row.run_ids)
+            seen[key] = row.figure
+        lines.append(f"| {row.chapter} | {{numref}}`{row.figure}` | {len(row.run_ids)} | {ids} |")
+    return "\n".join(lines)
 
 
 # Glued values that measure the machine, not the study: they differ between any two builds.
@@ -701,6 +980,10 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-missing", action="store_true",
         help="skip toc chapters whose notebook (or executed copy) does not exist yet",
     )  # fmt: skip
+    b.add_argument(
+        "--pdf", action="store_true",
+        help=f"then the PDF too (XeLaTeX): {PDF}, its pages as PNG in {PDF_PAGES}/",
+    )  # fmt: skip
     b.add_argument("--root", default=".", help="book root: _config.yml, _toc.yml (default: .)")
     c = sub.add_parser(
         "compare", help="the glued values that differ between two folders of executed notebooks"
@@ -726,6 +1009,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             execute=not args.no_execute,
             params=parse_params(args.param),
             allow_missing=args.allow_missing,
+            pdf=args.pdf,
         )
     except ValueError as exc:
         print(f"negatives-book: error: {exc}", file=sys.stderr)

@@ -241,16 +241,29 @@ SHOWN: dict[str, str] = {
     "verdict": "verdict",
     "to_decide": "seeds to decide",
 }
-_COLOURS = {REPRODUCED: "color: green", NOT_REPRODUCED: "color: firebrick"}
+# The book's palette (negatives.show): blue and vermillion stay apart for colour-blind readers,
+# and the bold weight tells the two decided verdicts from the grey inconclusive in grayscale.
+_CSS = {
+    REPRODUCED: "color: #0072B2; font-weight: bold",
+    NOT_REPRODUCED: "color: #D55E00; font-weight: bold",
+}
 
 
 # What a chapter's own verdict table shows (the summary adds the chapter and the paper).
 CHAPTER_SHOWN: tuple[str, ...] = tuple(k for k in SHOWN if k not in ("chapter", "paper"))
 
 
+def verdict_css(verdict: str) -> str:
+    """The CSS of a verdict's cell on a page (the book's colours; grey for inconclusive)."""
+    return _CSS.get(verdict, "color: #595959")
+
+
 def styled(table: pd.DataFrame, caption: str, columns: Iterable[str] = CHAPTER_SHOWN) -> Any:
-    """A verdict table as the book shows it: the ``columns`` (keys of :data:`SHOWN`) under
-    their readers' headers, verdicts coloured, seed counts as integers (blank where none)."""
+    """A verdict table as the book shows it (a :class:`negatives.show.Table`): the ``columns``
+    (keys of :data:`SHOWN`) under their readers' headers, verdicts coloured, seed counts as
+    integers (blank where none)."""
+    from negatives import show
+
     columns = list(columns)
     unknown = sorted(set(columns) - set(SHOWN))
     if unknown:
@@ -259,14 +272,15 @@ def styled(table: pd.DataFrame, caption: str, columns: Iterable[str] = CHAPTER_S
     def count(v: Any) -> str:
         return "" if v is None or v != v else f"{int(v)}"
 
-    shown = table[columns].rename(columns=SHOWN)
-    integer = [SHOWN[c] for c in ("seeds", "to_decide") if c in columns]
-    return (
-        shown.style.map(lambda v: _COLOURS.get(v, "color: gray"), subset=[SHOWN["verdict"]])
-        .format({c: count for c in integer})
-        .hide(axis="index")
-        .set_properties(**{"text-align": "left", "white-space": "normal"})
-        .set_caption(caption)
+    formats = {c: count if c in ("seeds", "to_decide") else "text" for c in columns}
+    return show.table(
+        table,
+        caption,
+        columns={c: SHOWN[c] for c in columns},
+        formats=formats,
+        css={SHOWN["verdict"]: lambda v: _CSS.get(v, "color: #595959")}
+        if "verdict" in columns
+        else None,
     )
 
 

@@ -19,6 +19,7 @@ chapter 4 reuses the same trained encoders through the run cache.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -555,14 +556,7 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
         out[f"bounds_{kind}_modes"] = " and ".join(modes[m] for m in sorted(set(g["mode"])))
     out["bounds_latent_c"] = int(rows.loc[rows["data"] == "latent", "num_classes"].iloc[0])
 
-    # accuracy trends, one clause per mode and metric
     acc = verdict_rows[verdict_rows["key"] == "accuracy"]
-    metric_names = {"centroid_accuracy": "mean classifier", "linear_accuracy": "linear probe"}
-    for kind in kinds:
-        out[f"bounds_{kind}_acc_trends"] = "; ".join(
-            f"{modes[r.mode]}, {metric_names[r.metric]}: {r.ours} per doubling, {r.verdict}"
-            for r in acc[acc["data"] == kind].itertuples()
-        )
     out["bounds_max_slope_half_width"] = float(((acc["high"] - acc["low"]) / 2).max())
     lr_rows = rows[rows["data"] == "image"].drop_duplicates("batch_size").sort_values("batch_size")
     out["bounds_lr_rule"] = ", ".join(
@@ -627,4 +621,23 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
     )
     out["bounds_verdicts"] = vd.records(T["verdicts"])  # for the summary on the first page
     out["bounds_rerun"] = P.papermill_command("bounds")
+    out["bounds_figure_runs"] = json.dumps(figure_runs(P, T))
     return out
+
+
+def figure_runs(P: Params, T: dict[str, Any]) -> dict[str, list[str]]:
+    """The run ids behind each figure of the page, by the figure's name (the reproducibility
+    page lists them: a figure traces to its runs in the cache)."""
+    rows = T["rows"]
+    every = sorted(set(rows["run_id"]))
+    # the upper bounds are drawn for the first way of varying K of each data set
+    first = [
+        rows[
+            (rows["data"] == kind)
+            & (rows["mode"] == min(set(rows.loc[rows["data"] == kind, "mode"])))
+        ]
+        for kind in T["kinds"]
+    ]
+    upper = sorted({r for g in first for r in g["run_id"]})
+    names = ("accuracy", "losses", "probabilities", "lower")
+    return {**{f"fig-bounds-{n}": every for n in names}, "fig-bounds-upper": upper}

@@ -920,6 +920,7 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
     put("difficulty_to_decide", "; ".join(needs) if needs else "none is inconclusive in this run")
     out["difficulty_verdicts"] = vd.records(T["verdicts"])  # for the summary on the first page
     out["difficulty_rerun"] = P.papermill_command("difficulty")
+    out["difficulty_figure_runs"] = json.dumps(figure_runs(P, T))
     return out
 
 
@@ -960,3 +961,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 if __name__ == "__main__":
     main()
+
+
+def figure_runs(P: Params, T: dict[str, Any]) -> dict[str, list[str]]:
+    """The run ids behind each figure of the page, by the figure's name (the reproducibility
+    page lists them: a figure traces to its runs in the cache)."""
+    per_run = T["per_run"]
+    main = per_run[per_run["group"] == "main"]
+    ref = main[main["condition"] == REFERENCE]
+    at_fine = per_run[
+        (per_run["temperature"] == P.fine_temperature)
+        & per_run["group"].isin(["main", "fine", "rescaled"])
+    ]
+    consistency = T["consistency"]
+    shown = consistency[consistency["temperature"] == max(P.temperatures)].head(1)
+    one = ref[ref["temperature"].isin(shown["temperature"]) & ref["seed"].isin(shown["seed"])]
+
+    def ids(df: pd.DataFrame) -> list[str]:
+        return sorted(set(df["run_id"]))
+
+    return {
+        "fig-difficulty-main": ids(main),
+        "fig-difficulty-bands": ids(at_fine),
+        "fig-difficulty-same-class": ids(ref),
+        "fig-difficulty-consistency": ids(one),
+    }

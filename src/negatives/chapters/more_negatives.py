@@ -13,6 +13,7 @@ data and on the image data set, and summarises it over seeds (:func:`kscan_accur
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from collections.abc import Iterable
@@ -846,4 +847,17 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
         )
     out["more_negatives_verdicts"] = vd.records(T["verdicts"])  # for the summary on the first page
     out["more_negatives_rerun"] = P.papermill_command("more_negatives")
+    out["more_negatives_figure_runs"] = json.dumps(figure_runs(P, T))
+    return out
+
+
+def figure_runs(P: Params, T: dict[str, Any]) -> dict[str, list[str]]:
+    """The run ids behind each figure of the page, by the figure's name (the reproducibility
+    page lists them). The population figures come from no training run: their optima are
+    computed (and cached) by :func:`negatives.theory.optimum`."""
+    rows = T["scan_rows"]
+    population = ("gram", "simplex", "loss", "variants", "curl")
+    out: dict[str, list[str]] = {f"fig-morenegatives-{n}": [] for n in population}
+    for kind in ("latent", "image"):
+        out[f"fig-morenegatives-{kind}"] = sorted(set(rows.loc[rows["data"] == kind, "run_id"]))
     return out
