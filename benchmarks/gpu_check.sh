@@ -4,7 +4,9 @@
 #   2. the throughput benchmark on cuda: CIFAR ResNet-18 on CIFAR-shaped synthetic images
 #      (or CIFAR-10 when CIFAR_ROOT is set) and the small CNN on Fashion-MNIST;
 #   3. the book profile of chapter 2 (all its MoCo runs, probes and verdicts), timed end to end
-#      with `python -m negatives.chapters.difficulty` (the notebook's computations, no Jupyter).
+#      with `python -m negatives.chapters.difficulty` (the notebook's computations, no Jupyter);
+#   4. one MoCo v2 run through torchrun and DistributedDataParallel on every GPU (NCCL; gloo
+#      on the CPU with --smoke), into the run cache, and its re-run found in the cache.
 # Everything it measures goes to $OUT (the device tool's folder) or benchmarks/results/.
 #
 # The device machine has torch but no network: run from the repository root with
@@ -56,20 +58,40 @@ else
 fi
 "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
 
-step "1/3 CUDA-marked tests"
+step "1/4 CUDA-marked tests"
 "$py" -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tee "$out/gpu-check-tests.txt"
 
-step "2/3 throughput on $device"
+step "2/4 throughput on $device"
 "$py" benchmarks/throughput.py --device "$device" "${resnet[@]}" \
   --json "$out/gpu-throughput-resnet18.json" | tee "$out/gpu-throughput.txt"
 "$py" benchmarks/throughput.py --device "$device" "${bench[@]}" \
   --json "$out/gpu-throughput-cnn-small.json" | tee -a "$out/gpu-throughput.txt"
 
-step "3/3 chapter 2, profile ${chapter[1]}, from an empty run cache"
+step "3/4 chapter 2, profile ${chapter[1]}, from an empty run cache"
 t0=$(date +%s)
 "$py" -m negatives.chapters.difficulty "${chapter[@]}" --param device="$device" \
   --param results_dir="$results" --json "$out/gpu-difficulty.json" | tee "$out/gpu-difficulty.txt"
 echo "chapter 2 took $(( $(date +%s) - t0 )) s end to end" | tee -a "$out/gpu-difficulty.txt"
+
+step "4/4 one run across every GPU with torchrun (DDP)"
+if [ "$device" = cuda ]; then
+  ranks=$("$py" -c 'import torch; print(torch.cuda.device_count())')
+else
+  ranks=2
+fi
+cat > "$results/ddp-run.json" <<JSON
+{"config": {"method": "moco", "epochs": 2, "batch_size": 128, "bn_groups": $(( ranks > 1 ? ranks : 2 )),
+            "queue_size": 1024, "width": 16, "device": "$device", "precision": "fp32"},
+ "data": {"name": "digits"}}
+JSON
+t0=$(date +%s)
+for attempt in train cached; do
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$py" -m torch.distributed.run --standalone \
+    --nproc-per-node "$ranks" -m negatives.train --config "$results/ddp-run.json" \
+    --results "$results" 2>&1 | tee -a "$out/gpu-ddp.txt"
+done
+echo "DDP on $ranks processes ($device): $(( $(date +%s) - t0 )) s for the run and its re-run" \
+  | tee -a "$out/gpu-ddp.txt"
 
 echo
 echo "gpu_check: done in $(( $(date +%s) - t_start )) s; results in $out/"

@@ -74,6 +74,8 @@ def test_gpu_check_script_runs_its_steps_on_the_cpu(tmp_path) -> None:
     chapter = json.loads((tmp_path / "gpu-difficulty.json").read_text())
     assert chapter["runs"] > 0 and chapter["verdicts"]
     assert "chapter 2 took" in res.stdout
+    ddp = (tmp_path / "gpu-ddp.txt").read_text()
+    assert "DDP on 2 processes (cpu)" in ddp and ddp.count("/result.json") >= 2
 
 
 def test_step_costs_runs_on_a_tiny_setting(tmp_path) -> None:

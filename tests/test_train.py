@@ -16,6 +16,7 @@ from negatives.models import SplitBatchNorm, split_batchnorm
 from negatives.queue import Queue
 from negatives.train import (
     MOCO_BN_GROUPS,
+    TRAINER_VERSION,
     Batch,
     Checkpoint,
     Encoder,
@@ -473,7 +474,12 @@ def test_run_identity_includes_the_resolved_precision_and_threads(
     try:
         torch.set_num_threads(1)
         fp32_one = run(config, digits, store, progress=False)
-        assert execution(config) == {"device": "cpu", "precision": "fp32", "cpu_threads": 1}
+        assert execution(config) == {
+            "device": "cpu",
+            "precision": "fp32",
+            "cpu_threads": 1,
+            "trainer": TRAINER_VERSION,
+        }
         assert fp32_one.result["execution"] == execution(config)
         torch.set_num_threads(2)
         fp32_two = run(config, digits, store, progress=False)
@@ -532,7 +538,7 @@ def test_moco_trains_with_split_batchnorm_by_default(digits) -> None:
 @pytest.mark.parametrize(
     "kw, match",
     [
-        (dict(method="simclr", bn_groups=8), "bn_groups"),
+        (dict(method="simclr", bn_groups=40, batch_size=64), "bn_groups"),
         (dict(method="moco", bn_groups=0), "bn_groups"),
         (dict(method="moco", bn_groups=40, batch_size=64), "bn_groups"),
         (dict(schedule="step"), "schedule"),

@@ -32,6 +32,7 @@ _SUBMODULES: tuple[str, ...] = (
     "chapters",
     "config",
     "data",
+    "distributed",
     "filters",
     "losses",
     "models",
@@ -41,6 +42,7 @@ _SUBMODULES: tuple[str, ...] = (
     "runs",
     "show",
     "stats",
+    "sweep",
     "theory",
     "train",
     "verdicts",
@@ -68,7 +70,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "train_encoder": ("train", "train"),
     "Run": ("train", "Run"),
     "run": ("train", "run"),
-    "sweep": ("train", "sweep"),
+    "train_sweep": ("train", "sweep"),  # negatives.sweep is the module of plans and executors
     "RunStore": ("runs", "RunStore"),
     # probes
     "extract_features": ("probes", "extract_features"),

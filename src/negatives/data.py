@@ -94,6 +94,9 @@ class Dataset:
     classes: tuple[str, ...]
     fingerprint: str
     options: dict[str, Any] = field(default_factory=dict)
+    # The arguments of load_dataset that made it: how a worker on another machine loads the
+    # same data (its fingerprint checks that it did); {} when not made by load_dataset.
+    spec: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -154,6 +157,21 @@ def load_dataset(
     content still enters the fingerprint), and for ``latent-class``: ``num_classes``,
     ``class_probs``, ``dim``, ``noise`` (see :func:`make_latent_class`).
     """
+    ds = _load_dataset(name, root, train_size=train_size, test_size=test_size, seed=seed, **options)
+    root_text = None if root is None else str(root)
+    spec = dict(name=name, root=root_text, train_size=train_size, test_size=test_size, seed=seed)
+    return replace(ds, spec={**spec, **options})
+
+
+def _load_dataset(
+    name: str,
+    root: str | os.PathLike[str] | None,
+    *,
+    train_size: int | None,
+    test_size: int | None,
+    seed: int,
+    **options: Any,
+) -> Dataset:
     check_choice("name", name, DATASETS)
     seed = check_int("seed", seed, 0)
     allowed = _OPTIONS[name]

@@ -193,6 +193,21 @@ def random_subset_mask(
     return keep & eligible
 
 
+def group_mask(size: int, groups: int, device: torch.device | str | None = None) -> Tensor:
+    """``(size, size)`` bool: True where ``i`` and ``j`` lie in the same of ``groups`` blocks of
+    ``size / groups`` consecutive indices (``groups`` must divide ``size``).
+
+    SimCLR's batch cut into groups that each contrast only with themselves: Nozawa & Sato
+    (2021) trained on 4 GPUs, each of whose anchors saw only its own GPU's share of the batch.
+    """
+    size = check_int("size", size, 1)
+    groups = check_int("groups", groups, 1, size)
+    if size % groups:
+        raise ValueError(f"groups={groups} must divide size={size} (blocks of equal size)")
+    block = torch.arange(size, device=device) // (size // groups)  # (size,) each index's group
+    return block[:, None] == block[None, :]
+
+
 def same_class_mask(query_labels: Tensor, negative_labels: Tensor) -> Tensor:
     """True where the negative's class differs from the query's (oracle removal of collisions).
 

@@ -106,6 +106,8 @@ def nt_xent(
     z2: Tensor,
     temperature: float,
     neg_mask: Tensor | None = None,
+    *,
+    rows: slice | None = None,
 ) -> Tensor:
     """Per-view NT-Xent of SimCLR (Chen et al. 2020, eq. 1), the loss ``l(i, j)`` for all 2B views.
 
@@ -115,8 +117,15 @@ def nt_xent(
     diagonal is ignored) is expanded to both views of both instances, so keeping ``K`` negative
     instances keeps ``2K`` negative views; dropped views leave the denominator exactly.
 
+    ``rows`` (consecutive instances ``[start, stop)`` of the B, ``b`` of them): only the anchors
+    of those instances, against every view of ``z1`` and ``z2``; ``neg_mask`` is then
+    ``(b, B)`` (row ``i`` for instance ``start + i``) and the result ``(2b,)``, ordered
+    ``[z1[rows]; z2[rows]]``. That is one rank's share of a batch gathered from every rank; the
+    mean over ranks of their shares' mean is the mean of the whole batch's loss.
+
     The inputs are L2-normalised here (sim = cosine similarity, as in the paper); normalisation
-    is idempotent, so already-normalised inputs are fine. Returns ``(2B,)``, float32.
+    is idempotent, so already-normalised inputs are fine. Returns ``(2B,)`` (or ``(2b,)``),
+    float32.
     """
     temperature = check_float("temperature", temperature, 0.0, strict_minimum=True)
     if z1.ndim != 2 or z1.shape != z2.shape:
@@ -124,6 +133,8 @@ def nt_xent(
             f"z1 and z2 must both have shape (B, D), got {tuple(z1.shape)} and {tuple(z2.shape)}"
         )
     batch = z1.shape[0]
+    if rows is not None:
+        return _nt_xent_rows(z1, z2, temperature, neg_mask, rows)
     if neg_mask is not None:
         _check_mask(neg_mask, batch, batch, "neg_mask")
     with torch.autocast(device_type=z1.device.type, enabled=False):
@@ -140,3 +151,34 @@ def nt_xent(
             keep = neg_mask.to(z.device).repeat(2, 2) & ~same_instance
         keep[idx, pos_idx] = True
         return masked_logsumexp(sim, keep) - sim[idx, pos_idx]
+
+
+def _nt_xent_rows(
+    z1: Tensor, z2: Tensor, temperature: float, neg_mask: Tensor | None, rows: slice
+) -> Tensor:
+    """:func:`nt_xent` of the anchors of instances ``rows`` only: ``(2b,)``."""
+    batch = z1.shape[0]
+    start, stop, stride = rows.indices(batch)
+    if stride != 1 or stop <= start:
+        raise ValueError(
+            f"rows={rows} must be consecutive instances [start, stop) of the {batch}, not empty"
+        )
+    b = stop - start
+    if neg_mask is not None:
+        _check_mask(neg_mask, b, batch, "neg_mask")
+    with torch.autocast(device_type=z1.device.type, enabled=False):
+        z = F.normalize(torch.cat([z1.float(), z2.float()], dim=0), dim=1)  # (2B, D)
+        own = torch.arange(start, stop, device=z.device)
+        anchors = torch.cat([own, own + batch])  # (2b,) the anchors' view indices
+        sim = (z[anchors] @ z.T) / temperature  # (2b, 2B)
+        a = torch.arange(2 * b, device=z.device)
+        pos_idx = (anchors + batch) % (2 * batch)  # (2b,)
+        instance = torch.arange(2 * batch, device=z.device) % batch  # (2B,)
+        same_instance = (anchors % batch)[:, None] == instance[None, :]  # (2b, 2B)
+        if neg_mask is None:
+            keep = ~same_instance
+        else:
+            # (b, B) -> (2b, 2B): keep[a, c] = neg_mask[a % b, c % B]
+            keep = neg_mask.to(z.device).repeat(2, 2) & ~same_instance
+        keep[a, pos_idx] = True
+        return masked_logsumexp(sim, keep) - sim[a, pos_idx]

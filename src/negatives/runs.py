@@ -7,10 +7,17 @@ Layout under a results folder::
     results/runs/<run_id>/model.pt         the trained weights (written when training ends)
     results/runs/<run_id>/result.json      history, environment, wall time (written last)
     results/runs/<run_id>/eval-<name>-<hash>.json   cached evaluations of the trained model
+    results/runs/<run_id>/lock             the worker training it now (:class:`RunLock`)
+    results/runs/<run_id>/attempts.jsonl   who trained it, from which epoch, and when it ended
 
 Every file is written atomically (temporary file, fsync, rename); JSON files carry a sha256 of
 their payload, so a truncated or edited file is detected, set aside as ``*.corrupt`` and
-recomputed, never used.
+recomputed, never used. A result is trusted only for the folder whose run it names and with
+the ``model.pt`` whose sha256 it records (:meth:`RunStore.result`).
+
+Many workers (processes, machines of a cluster) may share one results folder: the folder is
+their rendezvous. A run is trained by whoever holds its lock; a dead worker's lock goes stale
+and the next worker resumes the run from its checkpoint; a finished run is never trained again.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -96,6 +105,16 @@ def write_json(path: str | os.PathLike, payload: Any) -> None:
     )
 
 
+def set_aside(path: Path, why: str, suffix: str = ".corrupt") -> None:
+    """Rename ``path`` to ``path + suffix`` so that it is recomputed and the evidence stays on
+    disk. Another worker may have set it aside first: then there is nothing left to do."""
+    try:
+        path.replace(path.with_name(path.name + suffix))
+    except FileNotFoundError:
+        return
+    print(f"negatives.runs: {path} {why}; set aside as {path.name}{suffix}", file=sys.stderr)
+
+
 def read_json(path: str | os.PathLike) -> Any | None:
     """The payload of a file written by :func:`write_json`; ``None`` if missing or corrupt.
 
@@ -103,19 +122,18 @@ def read_json(path: str | os.PathLike) -> Any | None:
     the caller recomputes it and the evidence stays on disk.
     """
     path = Path(path)
-    if not path.exists():
+    try:
+        text = path.read_text()
+    except FileNotFoundError:  # never written, or set aside by another worker just now
         return None
     try:
-        wrapper = json.loads(path.read_text())
+        wrapper = json.loads(text)
         body = _dumps(wrapper["payload"])
         if hashlib.sha256(body.encode()).hexdigest() != wrapper["sha256"]:
             raise ValueError("checksum mismatch")
         return wrapper["payload"]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
-        path.replace(path.with_name(path.name + ".corrupt"))
-        print(
-            f"negatives.runs: {path} is corrupt ({err}); set aside and recomputing", file=sys.stderr
-        )
+        set_aside(path, f"is corrupt ({err})")
         return None
 
 
@@ -136,14 +154,22 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
 def load_torch(path: str | os.PathLike) -> Any | None:
     """``torch.load`` of a file written by :func:`save_torch`; ``None`` if missing or corrupt."""
     path = Path(path)
-    if not path.exists():
-        return None
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is recomputed
-        path.replace(path.with_name(path.name + ".corrupt"))
-        print(f"negatives.runs: {path} is unreadable ({err}); set aside", file=sys.stderr)
+    except FileNotFoundError:
         return None
+    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is recomputed
+        set_aside(path, f"is unreadable ({err})")
+        return None
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes (how ``result.json`` names the ``model.pt`` it belongs to)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def git_commit() -> str | None:
@@ -177,21 +203,241 @@ def environment(device: str | None = None) -> dict[str, Any]:
     return env
 
 
+# A lock's holder touches it every HEARTBEAT_SECONDS; a lock untouched for STALE_SECONDS is a
+# dead worker's (another machine's: we cannot ask its kernel), so a live one is never robbed by
+# a slow file system, and a dead one blocks its run for two minutes at most.
+HEARTBEAT_SECONDS: float = 10.0
+STALE_SECONDS: float = 120.0
+# Temporary files older than this are a killed writer's leftovers (a write takes seconds).
+TEMPORARY_MAX_AGE_SECONDS: float = 3600.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+class RunLock:
+    """Who trains a run now: ``runs/<run_id>/lock``, created exclusively (``O_EXCL``, atomic on
+    local and network file systems), holding the worker's host, pid and a token.
+
+    The holder's heartbeat thread touches the file every :data:`HEARTBEAT_SECONDS`. A lock is
+    stale when its holder is a dead process of this host, or when it has not been touched for
+    :data:`STALE_SECONDS` (a worker on another host that died or was preempted). Breaking a stale
+    lock is itself serialised by ``lock.break`` (also exclusive), so that two workers that find
+    the same stale lock cannot both take the run, nor remove the fresh lock of a third.
+    """
+
+    def __init__(self, path: Path, stale_seconds: float = STALE_SECONDS) -> None:
+        self.path = path
+        self.stale_seconds = stale_seconds
+        self.token = f"{platform.node()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    def holder(self) -> dict[str, Any] | None:
+        """The lock's content (``host``, ``pid``, ``token``, ``since``), or None when free."""
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:  # being written this instant, or a torn write of a dead worker
+            return {"token": None}
+
+    def is_stale(self, holder: dict[str, Any] | None = None) -> bool:
+        holder = self.holder() if holder is None else holder
+        if holder is None:
+            return False
+        try:
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        if holder.get("host") == platform.node() and isinstance(holder.get("pid"), int):
+            if not _pid_alive(holder["pid"]):
+                return True
+        return age > self.stale_seconds
+
+    def acquire(self) -> bool:
+        """Take the lock (breaking a stale one); False when a live worker holds it."""
+        for _ in range(2):  # the second try follows a broken stale lock
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._break_stale():
+                    return False
+                continue
+            with os.fdopen(fd, "w") as f:
+                holder = {"host": platform.node(), "pid": os.getpid(), "token": self.token}
+                json.dump({**holder, "since": time.time()}, f)
+            self._stop.clear()
+            self._beat = threading.Thread(target=self._heartbeat, daemon=True)
+            self._beat.start()
+            return True
+        return False
+
+    def _break_stale(self) -> bool:
+        """Remove the lock if it is stale; True if it was (or is already gone)."""
+        holder = self.holder()
+        if holder is None:
+            return True
+        if not self.is_stale(holder):
+            return False
+        breaker = self.path.with_name(self.path.name + ".break")
+        try:
+            fd = os.open(breaker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:  # another worker is breaking it; or died doing so
+            try:
+                if time.time() - breaker.stat().st_mtime > self.stale_seconds:
+                    breaker.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass
+            return False
+        os.close(fd)
+        try:
+            again = self.holder()  # still the stale one? (not a fresh lock taken meanwhile)
+            if again is not None and again.get("token") == holder.get("token"):
+                who = f"{holder.get('host')}:{holder.get('pid')}"
+                print(
+                    f"negatives.runs: {self.path} was held by {who}, which is gone; taking over",
+                    file=sys.stderr,
+                )
+                self.path.unlink(missing_ok=True)
+            return self.holder() is None
+        finally:
+            breaker.unlink(missing_ok=True)
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join()
+            self._beat = None
+        holder = self.holder()
+        if holder is not None and holder.get("token") == self.token:
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
 class RunStore:
     """A folder of runs; see the module docstring for the layout."""
 
     def __init__(self, root: str | os.PathLike | None = None) -> None:
         self.root = Path(root) if root is not None else default_results_dir()
+        self._verified: dict[Path, tuple[int, int, str]] = {}
 
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id
 
     def result(self, run_id: str) -> dict[str, Any] | None:
-        """The finished result of a run, or ``None`` (not run, unfinished or corrupt)."""
-        result = read_json(self.run_dir(run_id) / "result.json")
-        if result is not None and load_torch_exists(self.run_dir(run_id) / "model.pt"):
+        """The finished result of a run, or ``None`` (not run, unfinished, corrupt or not this
+        run's).
+
+        A result is trusted only when it names this folder's run (its config, data and execution
+        hash to ``run_id``: a ``result.json`` copied from another run is refused) and its
+        ``model.pt`` has the sha256 the result recorded (a truncated, missing or swapped model is
+        refused). A refused run's ``result.json``, ``model.pt`` and evaluations are set aside
+        (``*.corrupt``), so that the run is trained again, from its last checkpoint.
+        """
+        run_dir = self.run_dir(run_id)
+        result = read_json(run_dir / "result.json")
+        if result is None:
+            return None
+        why = self._untrusted(run_id, result)
+        if why is None:
             return result
+        for path in [run_dir / "result.json", run_dir / "model.pt", *run_dir.glob("eval-*.json")]:
+            set_aside(path, why)
         return None
+
+    def _untrusted(self, run_id: str, result: dict[str, Any]) -> str | None:
+        """Why ``result`` is not run ``run_id``'s finished result, or None if it is."""
+        try:
+            named = config_hash(
+                result["config"], result["data_fingerprint"], execution=result["execution"]
+            )
+        except (KeyError, TypeError):
+            return "lacks the config, data or execution that name its run"
+        if named != run_id or result.get("run_id") != run_id:
+            return f"belongs to run {result.get('run_id')!r} (its config hashes to {named}), not {run_id}"
+        model, expected = self.run_dir(run_id) / "model.pt", result.get("model_sha256")
+        if expected is None:
+            return "does not record its model's sha256 (written by an older version)"
+        try:
+            st = model.stat()
+        except FileNotFoundError:
+            return "has no model.pt"
+        seen = self._verified.get(model)
+        if seen is not None and seen == (st.st_mtime_ns, st.st_size, expected):
+            return None  # hashed already in this process, unchanged since
+        if file_sha256(model) != expected:
+            return "has a model.pt that is not the one it recorded (truncated or replaced)"
+        self._verified[model] = (st.st_mtime_ns, st.st_size, expected)
+        return None
+
+    def lock(self, run_id: str) -> RunLock | None:
+        """The run's lock, taken; None when a live worker holds it. Taking it removes the run
+        folder's leftover temporary files (only the holder writes there while a run trains)."""
+        run_dir = self.run_dir(run_id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir / "lock")
+        if not lock.acquire():
+            return None
+        for tmp in run_dir.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+        return lock
+
+    def is_locked(self, run_id: str) -> bool:
+        """Whether a live worker is training the run now."""
+        lock = RunLock(self.run_dir(run_id) / "lock")
+        holder = lock.holder()
+        return holder is not None and not lock.is_stale(holder)
+
+    def log_attempt(self, run_id: str, **event: Any) -> None:
+        """Append one line to ``runs/<run_id>/attempts.jsonl`` (who trained the run, from which
+        epoch, whether it finished): the record that no run is trained twice."""
+        line = json.dumps(
+            {"host": platform.node(), "pid": os.getpid(), "time": time.time(), **event},
+            sort_keys=True,
+        )
+        with open(self.run_dir(run_id) / "attempts.jsonl", "a") as f:
+            f.write(line + "\n")
+
+    def attempts(self, run_id: str) -> list[dict[str, Any]]:
+        path = self.run_dir(run_id) / "attempts.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def clean_temporary(self, max_age: float = TEMPORARY_MAX_AGE_SECONDS) -> int:
+        """Remove temporary files (``.*.tmp``) older than ``max_age`` seconds anywhere in the
+        store: a writer killed between writing and renaming leaves one. Returns the count."""
+        removed, now = 0, time.time()
+        for tmp in self.root.glob("**/.*.tmp"):
+            try:
+                if now - tmp.stat().st_mtime > max_age:
+                    tmp.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
 
     def evaluation(
         self,
@@ -227,7 +473,3 @@ class RunStore:
         value = fn(**kwargs)
         write_json(path, {"name": name, "arguments": key, "version": version, "value": value})
         return _canonical(value)
-
-
-def load_torch_exists(path: Path) -> bool:
-    return path.exists() and path.stat().st_size > 0

@@ -34,6 +34,7 @@ from negatives.chapters import kscan
 from negatives.chapters.params import ChapterParams, check_optional_int
 from negatives.data import Dataset, load_dataset
 from negatives.runs import RunStore
+from negatives.sweep import executed
 from negatives.train import Run, TrainConfig
 
 MAX_PASSES = 1000
@@ -354,22 +355,30 @@ def _ratio_or_nan(num: float, den: float) -> float:
 # The chapter's tables
 
 
+def plan(P: Params) -> list[tuple[TrainConfig, Dataset]]:
+    """Every training run of the chapter with its data: the K-scan's (:func:`kscan.plan`)."""
+    return kscan.plan(P.scan)
+
+
 def run(P: Params, store: RunStore | None = None) -> dict[str, Any]:
     """Every table of the chapter: the per-run ``rows`` of both scans, their ``summary`` over
     seeds, the ``upsilon`` and paper ``comparison`` tables, and the ``verdicts``."""
     store = store or P.store()
-    rows = pd.concat([scan_bounds(P, kind, store=store) for kind in DATA_KINDS], ignore_index=True)
-    kinds = [k for k in DATA_KINDS if k in set(rows["data"])]
-    T = {
-        "rows": rows,
-        "summary": stats.summarize_over_seeds(rows, TERMS),
-        "upsilon": upsilon_table(rows),
-        "comparison": paper_comparison(rows),
-        "kinds": kinds,
-        "labels": {k: kscan.data_label(rows, k) for k in kinds},
-    }
-    T["verdicts"] = claims(T)
-    return T
+    with executed(P, "bounds", store):
+        rows = pd.concat(
+            [scan_bounds(P, kind, store=store) for kind in DATA_KINDS], ignore_index=True
+        )
+        kinds = [k for k in DATA_KINDS if k in set(rows["data"])]
+        T = {
+            "rows": rows,
+            "summary": stats.summarize_over_seeds(rows, TERMS),
+            "upsilon": upsilon_table(rows),
+            "comparison": paper_comparison(rows),
+            "kinds": kinds,
+            "labels": {k: kscan.data_label(rows, k) for k in kinds},
+        }
+        T["verdicts"] = claims(T)
+        return T
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from negatives import config as cfg
 from negatives import probes, stats
 from negatives import verdicts as vd
 from negatives.book import parse_params
-from negatives.chapters.params import ChapterParams, ImageData, check_optional_int
+from negatives.chapters.params import ChapterParams, Execution, ImageData, check_optional_int
 from negatives.data import DATASETS, Dataset
 from negatives.filters import band_fraction_kept
 from negatives.hardness import (
@@ -49,6 +49,7 @@ from negatives.hardness import (
 )
 from negatives.runs import RunStore
 from negatives.stats import mean_interval
+from negatives.sweep import executed
 from negatives.train import (
     RANK_LOG_EVERY,
     RANK_LOG_QUERIES,
@@ -94,7 +95,7 @@ BOOK_MAIN: tuple[tuple[str, float] | tuple[str, float, int], ...] = (
 
 
 @dataclass(frozen=True)
-class Params(ChapterParams, ImageData):
+class Params(ChapterParams, ImageData, Execution):
     """The chapter's papermill parameters (each profile in ``Params.profiles``).
 
     * ``main_conditions``: ``[condition, temperature]`` pairs of the paper's conditions
@@ -137,9 +138,14 @@ class Params(ChapterParams, ImageData):
     precision: str
     data_root: str | None
     results_dir: str
+    executor: str
+    workers: int | None
+    wait: bool
+    executor_options: dict[str, Any] | None
 
     def __post_init__(self) -> None:
         cfg.check_profile(self.profile)
+        self.check_execution()
         # latent-class vectors have no views to augment: instance discrimination needs images
         cfg.check_choice("dataset", self.dataset, [d for d in DATASETS if d != "latent-class"])
         cfg.check_int("seeds", self.seeds, 1)
@@ -364,6 +370,10 @@ BOOK = Params(
     precision="auto",
     data_root=None,
     results_dir="results",
+    executor="local",
+    workers=None,
+    wait=True,
+    executor_options=None,
 )
 Params.profiles = {
     "smoke": BOOK.replace(
@@ -395,6 +405,12 @@ Params.profiles = {
         consistency_queries=20000,
     ),
 }
+
+
+def plan(P: Params) -> list[tuple[TrainConfig, Dataset]]:
+    """Every training run of the chapter with the data it trains on (:mod:`negatives.sweep`)."""
+    data = P.load_data()
+    return [(c, data) for c in P.plan()]
 
 
 # -- training and probes ---------------------------------------------------------------------
@@ -731,18 +747,24 @@ def run(P: Params, store: RunStore | None = None, *, progress: bool = True) -> d
     ``same_class``, ``consistency``, ``consistency_summary`` and ``verdicts``.
     """
     store = store or RunStore(P.results_dir)
-    data, probe_data = P.load_data(), P.load_probe_data()
-    runs_, per_run = run_conditions(P, store, data, probe_data=probe_data, progress=progress)
-    T: dict[str, Any] = {"data": data, "probe_data": probe_data, "runs": runs_, "per_run": per_run}
-    T["summary"] = summarize_conditions(per_run)
-    T["baselines"] = run_baselines(P, probe_data, store).set_index("baseline")
-    T["base_rate"] = base_rate(data.train_labels)
-    T["rank"] = same_class_by_rank(runs_, per_run, group="main", condition=REFERENCE)
-    T["same_class"] = same_class_summary(T["rank"], T["base_rate"])
-    T["consistency"] = run_consistency(P, runs_, per_run, data)
-    T["consistency_summary"] = consistency_summary(T["consistency"])
-    T["verdicts"] = claims(T)
-    return T
+    with executed(P, "difficulty", store):
+        data, probe_data = P.load_data(), P.load_probe_data()
+        runs_, per_run = run_conditions(P, store, data, probe_data=probe_data, progress=progress)
+        T: dict[str, Any] = {
+            "data": data,
+            "probe_data": probe_data,
+            "runs": runs_,
+            "per_run": per_run,
+        }
+        T["summary"] = summarize_conditions(per_run)
+        T["baselines"] = run_baselines(P, probe_data, store).set_index("baseline")
+        T["base_rate"] = base_rate(data.train_labels)
+        T["rank"] = same_class_by_rank(runs_, per_run, group="main", condition=REFERENCE)
+        T["same_class"] = same_class_summary(T["rank"], T["base_rate"])
+        T["consistency"] = run_consistency(P, runs_, per_run, data)
+        T["consistency_summary"] = consistency_summary(T["consistency"])
+        T["verdicts"] = claims(T)
+        return T
 
 
 def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:

@@ -22,7 +22,13 @@ import pandas as pd
 
 from negatives import config as cfg
 from negatives import probes
-from negatives.chapters.params import ChapterParams, ImageData, check_list, check_optional_int
+from negatives.chapters.params import (
+    ChapterParams,
+    Execution,
+    ImageData,
+    check_list,
+    check_optional_int,
+)
 from negatives.data import DATASETS, Dataset, load_dataset
 from negatives.runs import RunStore
 from negatives.train import Run, TrainConfig, sweep
@@ -70,7 +76,7 @@ def _scan(
 
 
 @dataclass(frozen=True)
-class Params(ChapterParams, ImageData):
+class Params(ChapterParams, ImageData, Execution):
     """The K-scan's parameters: papermill parameters of chapters 3 and 4, which embed it.
 
     ``lr`` is the learning rate at batch 256, scaled to each batch size by ``lr_scaling``;
@@ -108,9 +114,14 @@ class Params(ChapterParams, ImageData):
     device: str
     precision: str
     results_dir: str
+    executor: str
+    workers: int | None
+    wait: bool
+    executor_options: dict[str, Any] | None
 
     def __post_init__(self) -> None:
         cfg.check_profile(self.profile)
+        self.check_execution()
         cfg.check_choice("dataset", self.dataset, DATASETS)
         for name in ("num_negatives", "latent_num_negatives"):
             self.set(name, cfg.check_int_list(name, getattr(self, name), 1))
@@ -215,6 +226,10 @@ BOOK = Params(
     device="auto",
     precision="auto",
     results_dir="results",
+    executor="local",
+    workers=None,
+    wait=True,
+    executor_options=None,
 )
 Params.profiles = {
     "smoke": BOOK.replace(
@@ -248,6 +263,13 @@ Params.profiles = {
         latent_epochs=50,
     ),
 }
+
+
+def plan(P: Params) -> list[tuple[TrainConfig, Dataset]]:
+    """Every run of the scan with the data it trains on: the image scan on :meth:`Params.
+    load_data`, the latent-class scan on :meth:`Params.load_latent_data`."""
+    image, latent = P.load_data(), P.load_latent_data()
+    return [(c, image) for _, c in P.configs()] + [(c, latent) for _, c in P.latent_configs()]
 
 
 def run_scan(

@@ -28,8 +28,10 @@ from negatives import probes, stats, theory
 from negatives import verdicts as vd
 from negatives.chapters import kscan
 from negatives.chapters.params import ChapterParams, check_list
-from negatives.data import zipf_probs
+from negatives.data import Dataset, zipf_probs
 from negatives.runs import RunStore
+from negatives.sweep import executed
+from negatives.train import TrainConfig
 
 PRIORS: tuple[str, ...] = ("uniform", "zipf")
 MAX_CLASSES = 200  # C = 100 takes ~1-2 s per random start on one idle CPU core
@@ -524,36 +526,43 @@ def departures(comparison: pd.DataFrame, margin: float = 1.0) -> list[str]:
 # the chapter
 
 
+def plan(P: Params) -> list[tuple[TrainConfig, Dataset]]:
+    """Every training run of the chapter with its data: the K-scan's (:func:`kscan.plan`); the
+    population optima are computed in the notebook's process."""
+    return kscan.plan(P.scan)
+
+
 def run(P: Params, store: RunStore | None = None) -> dict[str, Any]:
     """Every table of the chapter: the population part (``quad``, ``main``, ``variants``,
     ``skew``, ``grams``, with ``compute_seconds``, and ``timing``), the K-scan shared with
     chapter 3 (``scan_rows``, ``acc``, ``comparisons``, ``scan_labels``, with ``scan_seconds``),
     and the ``verdicts`` (:func:`claims`)."""
     store = store or _store(P)  # the K-scan's run cache keeps the population optima too
-    t0 = time.perf_counter()
-    cases = QUADRATURE_CASES[: P.quadrature_cases]
-    T: dict[str, Any] = {
-        "quad": pd.DataFrame(theory.quadrature_check(cases, P.quadrature_samples, P.seed)),
-        "main": main_scan(P, store),
-        "variants": variant_scan(P, store),
-        "skew": skew_scan(P, store),
-        "grams": optimum_grams(P),
-    }
-    T["compute_seconds"] = time.perf_counter() - t0
-    T["timing"] = timing_table(pd.concat([T["main"], T["variants"]]))
-    t1 = time.perf_counter()
-    scan_rows = pd.concat(
-        [kscan_accuracy(P, kind, store=store) for kind in SCAN_KINDS], ignore_index=True
-    )
-    T["scan_seconds"] = time.perf_counter() - t1
-    T["scan_rows"] = scan_rows
-    T["acc"] = accuracy_summary(scan_rows)
-    T["comparisons"] = pd.concat(
-        [k_comparison(scan_rows, m, P.accuracy_margin) for m in METRICS], ignore_index=True
-    )
-    T["scan_labels"] = {kind: kscan.data_label(scan_rows, kind) for kind in SCAN_KINDS}
-    T["verdicts"] = claims(T)
-    return T
+    with executed(P, "more_negatives", store):
+        t0 = time.perf_counter()
+        cases = QUADRATURE_CASES[: P.quadrature_cases]
+        T: dict[str, Any] = {
+            "quad": pd.DataFrame(theory.quadrature_check(cases, P.quadrature_samples, P.seed)),
+            "main": main_scan(P, store),
+            "variants": variant_scan(P, store),
+            "skew": skew_scan(P, store),
+            "grams": optimum_grams(P),
+        }
+        T["compute_seconds"] = time.perf_counter() - t0
+        T["timing"] = timing_table(pd.concat([T["main"], T["variants"]]))
+        t1 = time.perf_counter()
+        scan_rows = pd.concat(
+            [kscan_accuracy(P, kind, store=store) for kind in SCAN_KINDS], ignore_index=True
+        )
+        T["scan_seconds"] = time.perf_counter() - t1
+        T["scan_rows"] = scan_rows
+        T["acc"] = accuracy_summary(scan_rows)
+        T["comparisons"] = pd.concat(
+            [k_comparison(scan_rows, m, P.accuracy_margin) for m in METRICS], ignore_index=True
+        )
+        T["scan_labels"] = {kind: kscan.data_label(scan_rows, kind) for kind in SCAN_KINDS}
+        T["verdicts"] = claims(T)
+        return T
 
 
 # ---------------------------------------------------------------------------------------------

@@ -221,3 +221,37 @@ class ImageData:
         return load_dataset(
             self.dataset, self.data_root, train_size=self.probe_train_size, test_size=self.test_size
         )
+
+
+# Who trains a chapter's runs (negatives.sweep): this process, workers that submitit starts on
+# this machine, or the jobs of a SLURM job array.
+EXECUTORS: tuple[str, ...] = ("local", "submitit-local", "slurm")
+
+
+class Execution:
+    """The executor of a chapter that trains: the ``executor``, ``workers``, ``wait`` and
+    ``executor_options`` fields (see :mod:`negatives.sweep`)."""
+
+    executor: str
+    workers: int | None
+    wait: bool
+    executor_options: dict[str, Any] | None
+
+    def check_execution(self) -> None:
+        cfg.check_choice("executor", self.executor, EXECUTORS)
+        check_optional_int("workers", self.workers)
+        if self.executor == "local" and self.workers not in (None, 1):
+            raise ValueError(
+                f"workers={self.workers} needs an executor that starts workers "
+                f"({', '.join(EXECUTORS[1:])}); executor='local' trains in this process"
+            )
+        if not isinstance(self.wait, bool):
+            raise ValueError(f"wait={self.wait!r} must be True or False")
+        options = self.executor_options
+        if options is not None and (
+            not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options)
+        ):
+            raise ValueError(
+                f"executor_options={options!r} must be a mapping of option names to values, "
+                "e.g. {'slurm_partition': 'gpu', 'timeout_min': 600}"
+            )
