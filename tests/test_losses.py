@@ -8,7 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from negatives.losses import contrastive_logits, info_nce, nt_xent
+from negatives.losses import (
+    contrastive_logits,
+    debiased_info_nce,
+    debiased_nt_xent,
+    info_nce,
+    nt_xent,
+)
 
 
 def _dot(a: list[float], b: list[float]) -> float:
@@ -261,3 +267,98 @@ def test_masked_logsumexp_equals_minus_inf_masking_with_its_gradient() -> None:
     (g2,) = torch.autograd.grad(expected.sum(), logits)
     torch.testing.assert_close(g1, g2)
     assert (g1[~keep] == 0).all() and torch.isfinite(g1).all()
+
+
+# -- debiased (Chuang et al. 2020) and hard-negative (Robinson et al. 2021) losses -----------
+
+
+def _naive_debiased(pos: float, negs: list[float], t: float, tau: float, beta: float) -> float:
+    """The authors' estimator for one anchor, term by term, in float64: ``neg = exp(s/T)``,
+    ``imp = neg^beta``, ``reweight = sum(imp * neg) / mean(imp)``, ``Ng = (-tau N pos +
+    reweight) / (1 - tau)`` clamped at ``N e^{-1/T}``, ``loss = -log(pos / (pos + Ng))``."""
+    n = len(negs)
+    p = math.exp(pos / t)
+    neg = [math.exp(s / t) for s in negs]
+    imp = [e**beta for e in neg]
+    reweight = sum(i * e for i, e in zip(imp, neg, strict=True)) / (sum(imp) / n)
+    ng = max((-tau * n * p + reweight) / (1 - tau), n * math.exp(-1 / t))
+    return -math.log(p / (p + ng))
+
+
+@pytest.mark.parametrize("tau, beta", [(0.0, 0.0), (0.1, 0.0), (0.1, 1.0), (0.5, 0.5), (0.9, 2.0)])
+def test_debiased_info_nce_matches_a_per_anchor_loop(tau: float, beta: float) -> None:
+    g = torch.Generator().manual_seed(3)
+    q = F.normalize(torch.randn(6, 8, generator=g), dim=1)
+    keys = F.normalize(torch.randn(6, 8, generator=g), dim=1)
+    queue = F.normalize(torch.randn(20, 8, generator=g), dim=1)
+    mask = torch.rand(6, 20, generator=g) < 0.6
+    mask[:, 0] = True  # every anchor keeps one negative
+    pos, neg = (q * keys).sum(1), q @ queue.T
+    got = debiased_info_nce(pos, neg, 0.2, tau, beta, mask)
+    for i in range(6):
+        negs = [float(neg[i, j]) for j in range(20) if mask[i, j]]
+        want = _naive_debiased(float(pos[i]), negs, 0.2, tau, beta)
+        assert got[i].item() == pytest.approx(want, rel=1e-5, abs=1e-5)
+
+
+def test_debiased_nt_xent_is_the_authors_batch_estimator() -> None:
+    """Anchors of both views, N = 2B - 2 negatives (self and positive dropped), as their code."""
+    g = torch.Generator().manual_seed(4)
+    z1 = F.normalize(torch.randn(5, 8, generator=g), dim=1)
+    z2 = F.normalize(torch.randn(5, 8, generator=g), dim=1)
+    got = debiased_nt_xent(z1, z2, 0.5, 0.1, 1.0)
+    z = torch.cat([z1, z2]).double()
+    sim = z @ z.T
+    for a in range(10):
+        partner = (a + 5) % 10
+        negs = [float(sim[a, c]) for c in range(10) if c not in (a, partner)]
+        want = _naive_debiased(float(sim[a, partner]), negs, 0.5, 0.1, 1.0)
+        assert got[a].item() == pytest.approx(want, rel=1e-5)
+
+
+def test_without_debiasing_or_weights_it_is_nt_xent_and_info_nce() -> None:
+    g = torch.Generator().manual_seed(5)
+    z1, z2 = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
+    mask = torch.rand(8, 8, generator=g) < 0.7
+    mask |= torch.eye(8, dtype=torch.bool).roll(1, 1)  # one other instance per anchor kept
+    for m in (None, mask):
+        assert torch.allclose(
+            debiased_nt_xent(z1, z2, 0.3, 0.0, 0.0, m), nt_xent(z1, z2, 0.3, m), atol=1e-5
+        )
+    q = F.normalize(torch.randn(4, 16, generator=g), dim=1)
+    k = F.normalize(torch.randn(4, 16, generator=g), dim=1)
+    queue = F.normalize(torch.randn(12, 16, generator=g), dim=1)
+    got = debiased_info_nce((q * k).sum(1), q @ queue.T, 0.2, 0.0)
+    assert torch.allclose(got, info_nce(q, k, queue, 0.2), atol=1e-5)
+
+
+def test_the_clamp_holds_where_debiasing_overshoots_and_gradients_are_finite() -> None:
+    # a positive far more similar than every negative: the debiased sum goes negative, and
+    # the clamp at N e^{-1/T} keeps the loss finite (the papers' constraint)
+    pos = torch.tensor([1.0], requires_grad=True)
+    neg = torch.full((1, 4), -0.5, requires_grad=True)
+    loss = debiased_info_nce(pos, neg, 0.5, 0.5)
+    assert loss.item() == pytest.approx(
+        -math.log(math.e**2 / (math.e**2 + 4 * math.e**-2)), rel=1e-5
+    )
+    loss.sum().backward()
+    assert torch.isfinite(pos.grad).all() and torch.isfinite(neg.grad).all()
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(tau_plus=1.0), "tau_plus=1.0"),
+        (dict(tau_plus=-0.1), "tau_plus"),
+        (dict(beta=-1.0), "beta=-1.0"),
+        (dict(temperature=0.0), "temperature"),
+    ],
+)
+def test_bad_debiasing_parameters_are_named(kw, match) -> None:
+    args = dict(temperature=0.5, tau_plus=0.1, beta=0.0) | kw
+    with pytest.raises(ValueError, match=match):
+        debiased_info_nce(torch.zeros(2), torch.zeros(2, 3), **args)
+    with pytest.raises(ValueError, match="keeps no negative"):
+        debiased_info_nce(
+            torch.zeros(2), torch.zeros(2, 3), 0.5, 0.1, mask=torch.zeros(2, 3, dtype=torch.bool)
+        )

@@ -604,3 +604,71 @@ def test_latent_class_positives_are_shared_across_batch_sizes(latent, monkeypatc
     assert torch.equal(torch.cat([i for i, _ in small]), torch.cat([i for i, _ in large]))
     # the positives (second view: another sample of the class) too
     assert torch.equal(torch.cat([v for _, v in small]), torch.cat([v for _, v in large]))
+
+
+def _authors_loss(pos: float, negs: list[float], t: float, tau: float, beta: float) -> float:
+    """Chuang et al. (2020) / Robinson et al. (2021)'s estimator for one anchor, in float64."""
+    n, p = len(negs), math.exp(pos / t)
+    neg = [math.exp(s / t) for s in negs]
+    imp = [e**beta for e in neg]
+    reweight = sum(i * e for i, e in zip(imp, neg, strict=True)) / (sum(imp) / n)
+    ng = max((-tau * n * p + reweight) / (1 - tau), n * math.exp(-1 / t))
+    return -math.log(p / (p + ng))
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(negatives="band", band_low=0.0, band_high=0.5)])
+def test_debiased_steps_equal_a_per_anchor_loop(digits, kw) -> None:
+    """The trainer's debiased, reweighted loss (tau_plus, beta) is the authors' estimator over
+    each anchor's kept negatives, for SimCLR's views and for MoCo's queue."""
+    config = _tiny(method="simclr", batch_size=16, temperature=0.5, tau_plus=0.1, beta=1.0, **kw)
+    model, batch = _untrained(config, digits), _batch(digits, 16)
+    encoder = Encoder(model, "cpu")
+    z1, z2 = encoder(batch.v1).detach(), encoder(batch.v2).detach()
+    step = simclr_step(encoder, batch, config, stream_generator(0, "mask"))
+    z, total = torch.cat([z1, z2]).double(), 0.0
+    for a in range(32):
+        i, p = a % 16, (a + 16) % 32
+        negs = [float(z[a] @ z[v]) for v in range(32) if v % 16 != i and step.mask[i, v % 16]]
+        total += _authors_loss(float(z[a] @ z[p]), negs, 0.5, 0.1, 1.0)
+    assert float(step.loss.detach()) == pytest.approx(total / 32, rel=1e-5)
+
+    config = _tiny(
+        method="moco", batch_size=16, queue_size=48, bn_groups=2, tau_plus=0.2, beta=0.5, **kw
+    )
+    model = split_batchnorm(_untrained(config, digits), 2)
+    queue = Queue(48, config.proj_dim)
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(100, 200, (48,), generator=g)
+    queue.enqueue(
+        F.normalize(torch.randn(48, config.proj_dim, generator=g), dim=1),
+        ids,
+        digits.train_labels[ids],
+    )
+    q = Encoder(copy.deepcopy(model), "cpu")(batch.v1).detach().double()
+    step = moco_step(
+        Encoder(model, "cpu"), Encoder(copy.deepcopy(model), "cpu"), queue, batch, config,
+        stream_generator(0, "mask"), stream_generator(0, "shuffle"),
+    )  # fmt: skip
+    keys, total = queue.keys.double(), 0.0
+    for i in range(16):
+        negs = [float(q[i] @ keys[j]) for j in range(48) if step.mask[i, j]]
+        total += _authors_loss(
+            float(q[i] @ step.keys[i].double()), negs, config.temperature, 0.2, 0.5
+        )
+    assert float(step.loss.detach()) == pytest.approx(total / 16, rel=1e-5)
+
+
+def test_debiased_runs_train_and_bad_settings_are_named(digits) -> None:
+    for method in ("simclr", "moco"):
+        out = train(_tiny(method=method, epochs=1, tau_plus=0.1, beta=1.0), digits, progress=False)
+        plain = train(_tiny(method=method, epochs=1), digits, progress=False)
+        assert math.isfinite(out.history["loss"][-1])
+        assert out.history["loss"][-1] != plain.history["loss"][-1]
+    with pytest.raises(ValueError, match=r"tau_plus=1\.0 must be in \[0, 1\)"):
+        _tiny(tau_plus=1.0)
+    with pytest.raises(ValueError, match="beta=-0.5"):
+        _tiny(beta=-0.5)
+    with pytest.raises(ValueError, match="no-same-class"):
+        _tiny(tau_plus=0.1, negatives="no-same-class")
+    with pytest.raises(ValueError, match="not implemented"):
+        train_module.check_world_size(_tiny(tau_plus=0.1, bn_groups=2), 2)

@@ -8,6 +8,8 @@ several hundredths, which is the size of the effects the study measures.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -27,6 +29,13 @@ def _check_mask(mask: Tensor, rows: int, cols: int, name: str) -> None:
 # therefore multiplied out (times 0) instead of set to -inf, with the exponent capped here so
 # that a masked logit far above the kept ones cannot overflow to inf * 0 = nan.
 MAX_EXPONENT: float = 80.0
+
+
+def _check_views(z1: Tensor, z2: Tensor) -> None:
+    if z1.ndim != 2 or z1.shape != z2.shape:
+        raise ValueError(
+            f"z1 and z2 must both have shape (B, D), got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
 
 
 def masked_logsumexp(logits: Tensor, keep: Tensor) -> Tensor:
@@ -128,10 +137,7 @@ def nt_xent(
     float32.
     """
     temperature = check_float("temperature", temperature, 0.0, strict_minimum=True)
-    if z1.ndim != 2 or z1.shape != z2.shape:
-        raise ValueError(
-            f"z1 and z2 must both have shape (B, D), got {tuple(z1.shape)} and {tuple(z2.shape)}"
-        )
+    _check_views(z1, z2)
     batch = z1.shape[0]
     if rows is not None:
         return _nt_xent_rows(z1, z2, temperature, neg_mask, rows)
@@ -182,3 +188,85 @@ def _nt_xent_rows(
             keep = neg_mask.to(z.device).repeat(2, 2) & ~same_instance
         keep[a, pos_idx] = True
         return masked_logsumexp(sim, keep) - sim[a, pos_idx]
+
+
+def debiased_info_nce(
+    positive: Tensor,
+    negatives: Tensor,
+    temperature: float,
+    tau_plus: float,
+    beta: float = 0.0,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Per-anchor debiased (Chuang et al. 2020) and hard-negative reweighted (Robinson et al.
+    2021) contrastive loss, from cosine similarities: ``positive`` ``(B,)`` and ``negatives``
+    ``(B, N)``, ``mask`` ``(B, N)`` (True = a negative of the anchor; default all).
+
+    With ``n`` kept negatives ``s_j``, ``e_j = exp(s_j / T)`` and importance weights
+    ``w_j = e_j^beta / mean_k e_k^beta`` (Robinson et al.'s ``exp(beta s_j / T)``; ``beta = 0``
+    gives ``w = 1``, Chuang et al.'s estimator), the negative term is the debiased estimate
+
+        ``Ng = max((sum_j w_j e_j - n tau_plus exp(s+ / T)) / (1 - tau_plus), n exp(-1/T))``
+
+    (the lower clamp is the papers': ``e^{-1/T}`` is the smallest ``e_j`` of unit vectors), and
+    ``loss = -log(exp(s+/T) / (exp(s+/T) + Ng))``. ``tau_plus`` is the class prior, the chance
+    that a negative shares the anchor's class (``1/C`` for ``C`` balanced classes); ``tau_plus
+    = 0`` and ``beta = 0`` is InfoNCE with the anchor's kept negatives. Every row must keep at
+    least one negative. Returns ``(B,)``, float32.
+    """
+    temperature = check_float("temperature", temperature, 0.0, strict_minimum=True)
+    tau_plus = check_float("tau_plus", tau_plus, 0.0, 1.0)
+    if tau_plus >= 1.0:
+        raise ValueError(f"tau_plus={tau_plus} must be in [0, 1): the class prior of a negative")
+    beta = check_float("beta", beta, 0.0)
+    if positive.ndim != 1 or negatives.ndim != 2 or negatives.shape[0] != positive.shape[0]:
+        raise ValueError(
+            f"positive must be (B,) and negatives (B, N), got {tuple(positive.shape)} and "
+            f"{tuple(negatives.shape)}"
+        )
+    batch, n_all = negatives.shape
+    if mask is not None:
+        _check_mask(mask, batch, n_all, "mask")
+    with torch.autocast(device_type=negatives.device.type, enabled=False):
+        s = negatives.float() / temperature  # (B, N)
+        lp = positive.float() / temperature  # (B,)
+        keep = torch.ones_like(s, dtype=torch.bool) if mask is None else mask.to(s.device)
+        n = keep.sum(1).float()  # (B,)
+        if bool((n == 0).any()):
+            raise ValueError("mask keeps no negative for some anchor: every row needs one")
+        # log(sum_j w_j e_j) = log n + logsumexp((1 + beta) s) - logsumexp(beta s), in log space
+        log_weighted = masked_logsumexp((1.0 + beta) * s, keep)
+        if beta > 0:  # (beta = 0: the two terms cancel exactly)
+            log_weighted = log_weighted + torch.log(n) - masked_logsumexp(beta * s, keep)
+        ng = (torch.exp(log_weighted) - tau_plus * n * torch.exp(lp)) / (1.0 - tau_plus)
+        ng = torch.maximum(ng, n * math.exp(-1.0 / temperature))  # (B,)
+        return torch.log(torch.exp(lp) + ng) - lp
+
+
+def debiased_nt_xent(
+    z1: Tensor,
+    z2: Tensor,
+    temperature: float,
+    tau_plus: float,
+    beta: float = 0.0,
+    neg_mask: Tensor | None = None,
+) -> Tensor:
+    """SimCLR's NT-Xent with :func:`debiased_info_nce`'s negative term: per view ``(2B,)``,
+    ordered ``[z1; z2]``, each anchor's positive the other view of its instance and its
+    negatives both views of every other instance (``2(B - 1)``, as in the authors' code), or
+    those of the instances ``neg_mask`` ``(B, B)`` keeps (as :func:`nt_xent`). Inputs are
+    L2-normalised here."""
+    _check_views(z1, z2)
+    batch = z1.shape[0]
+    if neg_mask is not None:
+        _check_mask(neg_mask, batch, batch, "neg_mask")
+    with torch.autocast(device_type=z1.device.type, enabled=False):
+        z = F.normalize(torch.cat([z1.float(), z2.float()], dim=0), dim=1)  # (2B, D)
+        sim = z @ z.T  # (2B, 2B) cosine similarities
+        idx = torch.arange(2 * batch, device=z.device)
+        instance = idx % batch  # (2B,)
+        keep = instance[:, None] != instance[None, :]  # not self, not the positive: (2B, 2B)
+        if neg_mask is not None:
+            keep = keep & neg_mask.to(z.device).repeat(2, 2)
+        positive = sim[idx, (idx + batch) % (2 * batch)]  # (2B,)
+        return debiased_info_nce(positive, sim, temperature, tau_plus, beta, keep)

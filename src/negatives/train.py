@@ -116,6 +116,10 @@ class TrainConfig:
     each contrasted their own batch (``negative_groups=4``, so their ``K + 1`` is the per-GPU
     batch, :attr:`negatives_per_query`). On ``W`` ranks with ``negative_groups`` a multiple of
     ``W`` no embedding is sent; in one process it is a mask over the logits.
+
+    ``tau_plus`` and ``beta`` replace the loss's negative term by the debiased estimate of
+    Chuang et al. (2020) and its hard-negative reweighting of Robinson et al. (2021)
+    (:func:`negatives.losses.debiased_info_nce`); both 0 is the plain InfoNCE / NT-Xent.
     """
 
     method: str = "simclr"
@@ -139,6 +143,8 @@ class TrainConfig:
     momentum: float = 0.99
     bn_groups: int | None = None  # batch-norm groups of the batch; None: 8 for moco, 1 for simclr
     negative_groups: int = 1  # SimCLR: anchors contrast only within their group of the batch
+    tau_plus: float = 0.0  # class prior of the debiased negative term (Chuang et al. 2020); 0: off
+    beta: float = 0.0  # hard-negative weights exp(beta s / T) (Robinson et al. 2021); 0: off
     positives: str = "views"
     strength: float = 0.5
     min_scale: float = 0.2
@@ -171,6 +177,18 @@ class TrainConfig:
         cfg.check_float("min_scale", self.min_scale, 0.0, 1.0, strict_minimum=True)
         cfg.check_float("band_low", self.band_low, 0.0, 1.0)
         cfg.check_float("band_high", self.band_high, 0.0, 1.0)
+        cfg.check_float("tau_plus", self.tau_plus, 0.0, 1.0)
+        if self.tau_plus >= 1.0:
+            raise ValueError(
+                f"tau_plus={self.tau_plus} must be in [0, 1): the chance that a negative shares "
+                "the anchor's class (1/C for C balanced classes)"
+            )
+        cfg.check_float("beta", self.beta, 0.0)
+        if self.debiased and self.negatives == "no-same-class":
+            raise ValueError(
+                f"tau_plus={self.tau_plus}, beta={self.beta} with negatives='no-same-class': the "
+                "oracle has no same-class negative to correct for; use one or the other"
+            )
         if self.bn_groups is not None:
             cfg.check_int("bn_groups", self.bn_groups, 1)
         if self.batch_size < 2 * self.batchnorm_groups:
@@ -247,6 +265,11 @@ class TrainConfig:
         if self.method == "simclr":
             return self.batch_size // self.negative_groups - 1
         return self.queue_size
+
+    @property
+    def debiased(self) -> bool:
+        """Whether the loss is the debiased / reweighted one (``tau_plus`` or ``beta`` set)."""
+        return self.tau_plus > 0 or self.beta > 0
 
     @property
     def negatives_per_query(self) -> int:
@@ -575,7 +598,7 @@ def simclr_step(
         if config.negative_groups > 1:
             valid &= filters.group_mask(n, config.negative_groups, device=sims.device)
         mask = _negative_mask(config, sims, valid, batch.labels, batch.labels, mask_gen)
-        loss = losses.nt_xent(z1, z2, config.temperature, neg_mask=mask).mean()
+        loss = _simclr_loss(config, z1, z2, mask).mean()
         return Step(loss, sims, valid, mask, batch.labels)
     rows = batch.rows
     gather = config.negative_groups == 1
@@ -595,9 +618,31 @@ def simclr_step(
     labels = batch.labels[cols]
     share = (valid_all, rows, cols)
     mask = _negative_mask(config, sims, valid, batch.local_labels, labels, mask_gen, share)
-    anchors = rows if gather else None
-    loss = losses.nt_xent(c1, c2, config.temperature, neg_mask=mask, rows=anchors).mean()
+    if gather:
+        loss = losses.nt_xent(c1, c2, config.temperature, neg_mask=mask, rows=rows).mean()
+    else:  # the rank's own rows are a whole batch of groups
+        loss = _simclr_loss(config, c1, c2, mask).mean()
     return Step(loss, sims, valid, mask, labels)
+
+
+def _simclr_loss(config: TrainConfig, z1: Tensor, z2: Tensor, mask: Tensor) -> Tensor:
+    """NT-Xent of ``(B, P)`` views under the keep-mask ``(B, B)``, debiased if configured."""
+    if config.debiased:
+        return losses.debiased_nt_xent(
+            z1, z2, config.temperature, config.tau_plus, config.beta, neg_mask=mask
+        )
+    return losses.nt_xent(z1, z2, config.temperature, neg_mask=mask)
+
+
+def _moco_loss(config: TrainConfig, q: Tensor, k: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
+    """InfoNCE of queries ``(b, P)`` against their keys and the queue ``(Q, P)``, debiased if
+    configured (the embeddings are unit vectors: dot products are cosines)."""
+    if config.debiased:
+        pos, neg = (q * k).sum(1), q @ keys.T  # (b,), (b, Q)
+        return losses.debiased_info_nce(
+            pos, neg, config.temperature, config.tau_plus, config.beta, mask
+        )
+    return losses.info_nce(q, k, keys, config.temperature, mask=mask)
 
 
 @torch.no_grad()
@@ -690,7 +735,7 @@ def moco_step(
         # when the queue holds a large part of a small data set.
         valid = queue.valid[None, :] & (queue.ids[None, :] != batch.ids[:, None])  # (B, Q)
         mask = _negative_mask(config, sims, valid, batch.labels, queue.labels, mask_gen)
-        loss = losses.info_nce(q, k, keys, config.temperature, mask=mask).mean()
+        loss = _moco_loss(config, q, k, keys, mask).mean()
         return Step(loss, sims, valid, mask, queue.labels, keys=k)
     assert batch.key_views is not None, "a rank's MoCo batch needs key_views"
     with torch.no_grad():
@@ -704,7 +749,7 @@ def moco_step(
         valid_all = queue.valid[None, :] & (queue.ids[None, :] != batch.ids[:, None])
         share = (valid_all, batch.rows, slice(None))
     mask = _negative_mask(config, sims, valid, batch.local_labels, queue.labels, mask_gen, share)
-    loss = losses.info_nce(q, k, keys, config.temperature, mask=mask).mean()
+    loss = _moco_loss(config, q, k, keys, mask).mean()
     return Step(loss, sims, valid, mask, queue.labels, keys=k_all)
 
 
@@ -1193,6 +1238,13 @@ def check_world_size(config: TrainConfig, world_size: int) -> None:
         raise ValueError(
             f"batch_size={config.batch_size} must be a multiple of bn_groups={groups} on "
             f"{world} processes, so that their batch-norm groups are a one-process run's"
+        )
+    if config.debiased and config.method == "simclr" and config.negative_groups == 1:
+        raise ValueError(
+            f"tau_plus={config.tau_plus}, beta={config.beta} with method='simclr' on {world} "
+            "processes: the debiased NT-Xent of a rank's share of a gathered batch is not "
+            "implemented; train it in one process (or with negative_groups a multiple of the "
+            "world size)"
         )
     if config.negative_groups != 1 and config.negative_groups % world:
         raise ValueError(
