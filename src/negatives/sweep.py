@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import importlib
 import json
@@ -48,6 +49,7 @@ from tqdm import tqdm
 from negatives import config as cfg
 from negatives import runs, train
 from negatives.data import Dataset, load_dataset
+from negatives.distributed import thread_share
 from negatives.train import TrainConfig, Workers
 
 TRAINING_CHAPTERS: tuple[str, ...] = ("difficulty", "bounds", "more_negatives")
@@ -158,13 +160,6 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def thread_share(workers: int, cpus: int | None = None) -> int:
-    """Each of ``workers`` workers' share of this machine's cores (at least one): two workers
-    that both use every core of two were measured 10 to 30 times slower than one alone."""
-    cpus = (os.cpu_count() or 1) if cpus is None else cpus
-    return max(1, cpus // cfg.check_int("workers", workers, 1))
-
-
 class _DataCache:
     """Data sets of a worker, loaded once each and checked against the plan's fingerprint."""
 
@@ -217,25 +212,9 @@ def work(
     collecting, those another worker trains), until all are finished. Returns counts."""
     if threads is not None:
         set_threads(threads)
-    store = runs.RunStore(results_dir)
-    store.clean_temporary()
-    data = _DataCache()
-    done = 0
-    pending = list(plan)
-    bar = tqdm(total=len(plan), desc=desc, disable=not progress)
-    while pending:
-        busy = []
-        for entry in pending:
-            if run_entry(entry, store, data, wait=False) is None:
-                busy.append(entry)
-            else:
-                done += 1
-                bar.update(1)
-        if busy:
-            time.sleep(train.POLL_SECONDS)
-        pending = busy
-    bar.close()
-    return {"finished": done}
+    store, data = runs.RunStore(results_dir), _DataCache()
+    attempts = [functools.partial(run_entry, e, store, data, wait=False) for e in plan]
+    return {"finished": len(train.take_turns(attempts, store, desc=desc, progress=progress))}
 
 
 def worker_job(plan_path: str, results_dir: str, threads: int | None) -> dict[str, int]:
@@ -463,10 +442,6 @@ def executed(
 # -- the command line ---------------------------------------------------------------------------
 
 
-def _parse_params(pairs: Sequence[Sequence[str]]) -> dict[str, Any]:
-    return {name: value for name, value in pairs}
-
-
 def _status(plan: Sequence[Entry], store: runs.RunStore) -> list[dict[str, Any]]:
     rows = []
     for e in plan:
@@ -538,7 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "plan":
         module = chapter_module(args.chapter)
-        P = module.Params.from_profile(args.profile, **_parse_params(args.param))
+        P = module.Params.from_profile(args.profile, **dict(args.param))
         machine = Workers(
             device=args.device,
             precision=args.precision,

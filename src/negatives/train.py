@@ -45,7 +45,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1605,21 +1605,35 @@ def sweep(
     desc: str = "runs",
     progress: bool = True,
 ) -> list[Run]:
-    """Run every config (cached ones are reused, an interrupted one resumes), with one bar.
+    """Run every config (cached ones are reused, an interrupted one resumes), with one bar,
+    taking turns with other workers on ``store`` (:func:`take_turns`)."""
+    store = store or runs.RunStore()
+    attempts = [functools.partial(run, c, data, store, progress=False, wait=False) for c in configs]
+    return take_turns(attempts, store, desc=desc, progress=progress)
+
+
+def take_turns(
+    attempts: Sequence[Callable[[], Run | None]],
+    store: runs.RunStore,
+    *,
+    desc: str = "runs",
+    progress: bool = True,
+) -> list[Run]:
+    """Call each attempt (a :func:`run` with ``wait=False``: None while another worker holds the
+    run) until every one has returned its run; the runs, in order, with one bar.
 
     A run that another worker is training is skipped at first and collected when that worker
     finishes it (or taken over if it dies), so that workers sharing one results folder share
-    the work instead of waiting in turn.
+    the work instead of waiting in turn. Leftover temporary files are cleaned first.
     """
-    store = store or runs.RunStore()
     store.clean_temporary()
-    out: list[Run | None] = [None] * len(configs)
-    bar = tqdm(total=len(configs), desc=desc, disable=not progress)
-    pending = list(range(len(configs)))
+    out: list[Run | None] = [None] * len(attempts)
+    bar = tqdm(total=len(attempts), desc=desc, disable=not progress)
+    pending = list(range(len(attempts)))
     while pending:
         busy = []
         for i in pending:
-            out[i] = run(configs[i], data, store, progress=False, wait=False)
+            out[i] = attempts[i]()
             if out[i] is None:
                 busy.append(i)
             else:
@@ -1717,8 +1731,7 @@ def read_run_spec(path: str | os.PathLike, index: int | None = None) -> RunSpec:
 def _cli_threads() -> int:
     """Give this process its share of the machine's cores unless ``OMP_NUM_THREADS`` says."""
     if "OMP_NUM_THREADS" not in os.environ:
-        share = (os.cpu_count() or 1) // distributed.local_world_size()
-        torch.set_num_threads(max(1, share))
+        torch.set_num_threads(distributed.thread_share(distributed.local_world_size()))
     return torch.get_num_threads()
 
 
