@@ -29,7 +29,7 @@ from negatives.book import (
     timings_table,
     toc_chapters,
 )
-from negatives.chapters import bounds, coupon, difficulty, more_negatives
+from negatives.chapters import bounds, coupon, difficulty, more_negatives, treatments
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -155,10 +155,12 @@ def test_smoke_book_quotes_what_the_run_cache_holds(smoke_book: Path) -> None:
         "difficulty": difficulty,
         "bounds": bounds,
         "more_negatives": more_negatives,
+        "treatments": treatments,
     }.items():
         extra = {} if module is coupon else {"results_dir": results}
         P = module.Params.from_profile("smoke", **extra)
-        T = module.run(P)
+        # chapter 5 also reads the other chapters' verdicts from the executed pages
+        T = module.run(P, root=smoke_book) if module is treatments else module.run(P)
         glued = glued_values(smoke_book / "book" / "_generated" / f"{name}.ipynb")
         want = {
             k: v for k, v in module.numbers(P, T).items() if not any(w in k for w in TIMING_WORDS)
@@ -189,13 +191,13 @@ def test_smoke_book_intro_summarises_every_chapters_verdicts(smoke_book: Path) -
         pd.read_json(
             io.StringIO(ast.literal_eval(glued_values(generated / f"{n}.ipynb")[f"{n}_verdicts"]))
         )
-        for n in ("difficulty", "bounds", "more_negatives")
+        for n in ("difficulty", "bounds", "more_negatives", "treatments")
     ]
     expected = pd.concat(chapters, ignore_index=True)
     columns = ["claim", "paper", "setting", "ours", "verdict"]
     pd.testing.assert_frame_equal(intro[columns], expected[columns])
     page, text = _parse(smoke_book / "_build" / "html" / "book" / "_generated" / "intro.html")
-    for href in ("difficulty.html", "bounds.html", "more_negatives.html"):
+    for href in ("difficulty.html", "bounds.html", "more_negatives.html", "treatments.html"):
         assert href in page.a_hrefs, href  # each row links to the chapter that shows it
     counts = glued_values(generated / "intro.ipynb")
     assert int(counts["intro_n_verdicts"]) == len(expected)
@@ -319,7 +321,9 @@ def test_toc_chapters_in_reading_order() -> None:
     assert [c.name for c in toc_chapters(toc)] == ["a", "b", "c"]
     repo = [c.name for c in toc_chapters(read_toc(REPO))]
     assert repo[-1] == "reproducibility"
-    assert repo == ["intro", "coupon", "difficulty", "bounds", "more_negatives", "reproducibility"]
+    assert repo == [
+        "intro", "coupon", "difficulty", "bounds", "more_negatives", "treatments", "reproducibility",
+    ]  # fmt: skip
 
 
 def test_timings_table_orders_by_start(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import papermill
 import pytest
 
-from negatives.chapters import bounds, coupon, difficulty, kscan, more_negatives
+from negatives.chapters import bounds, coupon, difficulty, kscan, more_negatives, treatments
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = {
@@ -18,6 +18,7 @@ CHAPTERS = {
     "difficulty": difficulty,
     "bounds": bounds,
     "more_negatives": more_negatives,
+    "treatments": treatments,
 }
 
 
@@ -91,6 +92,10 @@ def test_replace_resolves_derived_fields_again() -> None:
         ("more_negatives", {"num_classes": "[2, 3]", "dim": 5, "scales": [2.0]}),
         ("bounds", {"num_passes": 3, "modes": ["mask"]}),
         ("coupon", {}),
+        (
+            "treatments",
+            {"benches": [["simclr", "latent", 7]], "treatments": ["all", "hard beta=1"]},
+        ),
     ],
 )
 def test_the_papermill_command_rebuilds_the_same_params(name: str, overrides: dict) -> None:

@@ -14,6 +14,7 @@ from negatives.filters import (
     random_subset_mask,
     same_class_fraction,
     same_class_mask,
+    same_class_weight,
 )
 
 
@@ -248,6 +249,32 @@ def test_same_class_fraction_matches_loop() -> None:
     assert unmasked.tolist() == pytest.approx((negs == q[:, None]).float().mean(1).tolist())
     with pytest.raises(ValueError, match="mask"):
         same_class_fraction(q, negs, mask[:, :3])
+
+
+def test_same_class_weight_matches_loop() -> None:
+    g = torch.Generator().manual_seed(2)
+    q = torch.randint(0, 3, (6,), generator=g)
+    negs = torch.randint(0, 3, (9,), generator=g)  # shared negatives (a queue)
+    logits = 30 * torch.randn(6, 9, generator=g)  # large: the max shift must keep it finite
+    mask = torch.rand(6, 9, generator=g) < 0.6
+    mask[2] = False
+    got = same_class_weight(q, negs, logits, mask)
+    for i in range(6):
+        kept = [j for j in range(9) if mask[i, j]]
+        if not kept:
+            assert math.isnan(got[i].item())
+            continue
+        w = {
+            j: math.exp(logits[i, j].item() - max(logits[i, k].item() for k in kept)) for j in kept
+        }
+        same = sum(w[j] for j in kept if negs[j] == q[i])
+        assert got[i].item() == pytest.approx(same / sum(w.values()), rel=1e-5, abs=1e-7)
+    # equal logits: the weight share is the count share
+    flat = same_class_weight(q, negs, torch.zeros(6, 9), mask)
+    frac = same_class_fraction(q, negs, mask)
+    assert torch.allclose(flat[~frac.isnan()], frac[~frac.isnan()])
+    with pytest.raises(ValueError, match="logits"):
+        same_class_weight(q, negs, logits[:, :4], mask)
 
 
 @pytest.mark.parametrize(

@@ -247,3 +247,31 @@ def same_class_fraction(
     kept = mask.sum(dim=1).float()
     same = (mask & ~different).sum(dim=1).float()
     return torch.where(kept > 0, same / kept.clamp_min(1.0), torch.full_like(kept, float("nan")))
+
+
+def same_class_weight(
+    query_labels: Tensor, negative_labels: Tensor, logits: Tensor, mask: Tensor | None = None
+) -> Tensor:
+    """Per row, the share of the softmax's negative mass that falls on same-class negatives.
+
+    ``logits`` ``(B, K)`` are what the loss exponentiates for each negative (``s / T``, or
+    ``(1 + beta) s / T`` under the hard-negative weights ``exp(beta s / T)``): the gradient
+    pushes negative ``j`` of row ``i`` away with the weight ``softmax_j(logits_i)`` over the kept
+    negatives (``mask``), so this is how much of that push lands on the query's own class, where
+    :func:`same_class_fraction` counts negatives. ``(B,)`` float32; NaN for a row that keeps none.
+    """
+    different = same_class_mask(query_labels, negative_labels)  # (B, K)
+    _check_valid(mask, tuple(different.shape), "mask")
+    if tuple(logits.shape) != tuple(different.shape):
+        raise ValueError(
+            f"logits must have shape {tuple(different.shape)}, got {tuple(logits.shape)}"
+        )
+    keep = torch.ones_like(different) if mask is None else mask.to(different.device)
+    masked = logits.float().masked_fill(~keep, float("-inf"))  # (B, K)
+    top = masked.amax(dim=1, keepdim=True)  # (B, 1): -inf where the row keeps none
+    weights = torch.exp(masked - torch.where(torch.isinf(top), 0.0, top))  # (B, K), 0 off-mask
+    total = weights.sum(dim=1)
+    same = (weights * ~different).sum(dim=1)
+    return torch.where(
+        total > 0, same / total.clamp_min(1e-30), torch.full_like(total, float("nan"))
+    )

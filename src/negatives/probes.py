@@ -275,6 +275,15 @@ def evaluate_model(
     return out
 
 
+def evaluate_run(run: Any, data: Dataset, *, device: str = "cpu") -> dict[str, Any]:
+    """:func:`evaluate_model` of a trained run's backbone on ``data``, cached with the run (one
+    evaluation key for every chapter, so a run that two chapters share is probed once)."""
+    params = {"data": data.fingerprint, "which": "backbone", "version": PROBE_VERSION}
+    return run.evaluate(
+        "probes", params, lambda: evaluate_model(run.load_model(device), data, device=device)
+    )
+
+
 def pixel_baseline(data: Dataset) -> dict[str, float]:
     """The probes on raw pixels (flattened, scaled to [-1, 1])."""
     tr = augment.to_float(data.train_images).flatten(1)

@@ -52,7 +52,7 @@ from negatives.data import Dataset, load_dataset
 from negatives.distributed import thread_share
 from negatives.train import TrainConfig, Workers
 
-TRAINING_CHAPTERS: tuple[str, ...] = ("difficulty", "bounds", "more_negatives")
+TRAINING_CHAPTERS: tuple[str, ...] = ("difficulty", "bounds", "more_negatives", "treatments")
 # Options of the executor parameter that are ours, not submitit's: what the workers compute on.
 OWN_OPTIONS: tuple[str, ...] = ("device", "precision", "cpu_threads")
 # submitit's local executor kills a job after timeout_min (default 2 minutes); a worker runs a

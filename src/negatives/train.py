@@ -301,8 +301,9 @@ class TrainResult:
 
 # The version of the training code's numbers, part of every run's identity: bump it when a
 # change to the trainer (losses, masks, augmentations, models, the loop) changes what a config
-# trains, so that results of the older code are not reused. 2: the cache that verifies itself.
-TRAINER_VERSION: int = 2
+# trains, so that results of the older code are not reused. 2: the cache that verifies itself;
+# 3: the history logs same_class_weight (older results lack it).
+TRAINER_VERSION: int = 3
 
 
 @dataclass(frozen=True)
@@ -837,8 +838,10 @@ class EpochLog:
     the history entry they make.
 
     Every step adds its loss; a ``sampled`` step (every :data:`RANK_LOG_EVERY`-th) also adds
-    the kept negatives' same-class fraction and count, averaged over queries, and (``ranks``,
-    MoCo) the same-class counts per rank bin of its first :data:`RANK_LOG_QUERIES` queries.
+    the kept negatives' same-class fraction and count, averaged over queries, the share of the
+    softmax's negative weight on same-class negatives (logits ``scale * s``, ``scale = (1 +
+    beta) / T``: :func:`negatives.filters.same_class_weight`), and (``ranks``, MoCo) the
+    same-class counts per rank bin of its first :data:`RANK_LOG_QUERIES` queries.
 
     In a run across ranks (``rows``: this rank's rows of every batch) the log is the global
     batch's, the same on every rank: the caller passes the global loss (the mean of the ranks'
@@ -849,12 +852,16 @@ class EpochLog:
     time, as one process's counts all its threads).
     """
 
-    def __init__(self, device: str, ranks: bool, rows: slice | None = None) -> None:
+    def __init__(
+        self, device: str, ranks: bool, rows: slice | None = None, scale: float = 1.0
+    ) -> None:
         self.rows = rows
+        self.scale = scale
         self.start = (time.perf_counter(), time.process_time())
         bins = len(RANK_BIN_EDGES) - 1
         self.loss = torch.zeros((), device=device)
         self.same_class = torch.zeros((), device=device)
+        self.same_weight = torch.zeros((), device=device)
         self.used = torch.zeros((), device=device)
         self.rank_same = torch.zeros(bins, device=device) if ranks else None
         self.rank_total = torch.zeros(bins, device=device) if ranks else None
@@ -864,7 +871,8 @@ class EpochLog:
     @staticmethod
     def new_history(config: TrainConfig) -> dict[str, list[Any]]:
         """An empty history with the keys that :meth:`entry` fills for ``config``."""
-        keys = ["epoch", "loss", "same_class_fraction", "negatives_used", "seconds", "cpu_seconds"]
+        keys = ["epoch", "loss", "same_class_fraction", "same_class_weight", "negatives_used"]
+        keys += ["seconds", "cpu_seconds"]
         if config.method == "moco":
             keys.append("same_class_by_rank")
         return {k: [] for k in keys}
@@ -879,10 +887,15 @@ class EpochLog:
         if not sampled:  # (B, N) passes: a sample of the steps suffices
             return
         frac = filters.same_class_fraction(labels, step.negative_labels, step.mask)  # (b,)
+        weight = filters.same_class_weight(
+            labels, step.negative_labels, self.scale * step.similarities, step.mask
+        )  # (b,)
         used = step.mask.sum(1).float()  # (b,)
         if self.rows is not None:  # the global batch's queries, in batch order: (B,)
             frac, used = distributed.all_gather(frac), distributed.all_gather(used)
+            weight = distributed.all_gather(weight)
         self.same_class += torch.nan_to_num(torch.nanmean(frac), nan=0.0)
+        self.same_weight += torch.nan_to_num(torch.nanmean(weight), nan=0.0)
         self.used += used.mean()
         self.sampled += 1
         if self.rank_same is not None and self.rank_total is not None:
@@ -909,6 +922,7 @@ class EpochLog:
             "epoch": epoch,
             "loss": self.loss.item() / self.steps,
             "same_class_fraction": self.same_class.item() / self.sampled,
+            "same_class_weight": self.same_weight.item() / self.sampled,
             "negatives_used": self.used.item() / self.sampled,
             "seconds": seconds,
             "cpu_seconds": cpu_seconds,
@@ -1386,7 +1400,8 @@ def train(
     bar = tqdm(range(done, last), desc=desc, disable=not shown, leave=False)
     mask_gen, shuffle_gen = streams["mask"], streams["shuffle"]
     for epoch in bar:
-        log = EpochLog(device, ranks=queue is not None, rows=rows)
+        scale = (1 + config.beta) / config.temperature  # the softmax's logits per similarity
+        log = EpochLog(device, ranks=queue is not None, rows=rows, scale=scale)
         model.train()
         plan = plan_epoch(streams["data"])
         for b in range(steps_per_epoch):

@@ -447,11 +447,7 @@ def run_conditions(
     )
     rows = []
     for cond, r in zip(conds, runs_, strict=True):
-        metrics = r.evaluate(
-            "probes-backbone",
-            {"data": probe_data.fingerprint, "which": "backbone", "version": probes.PROBE_VERSION},
-            lambda r=r: probes.evaluate_model(r.load_model(device), probe_data, device=device),
-        )
+        metrics = probes.evaluate_run(r, probe_data, device=device)
         band = cond["band"]
         hist = r.history
         rows.append(

@@ -165,15 +165,19 @@ class Params(ChapterParams, ImageData, Execution):
         """``(mode, config)`` of the image scan."""
         return _scan(self.base_config(), self.num_negatives, self.modes, self.seeds, self.lr_at)
 
-    def latent_configs(self) -> list[tuple[str, TrainConfig]]:
-        """``(mode, config)`` of the latent-class scan (positives from the class)."""
-        base = self.base_config().replace(
+    def latent_base_config(self) -> TrainConfig:
+        """The recipe on the latent-class vectors: an MLP, positives from the class."""
+        return self.base_config().replace(
             arch="mlp",
             width=max(self.width, 128),
             positives="latent-class",
             epochs=self.latent_epochs,
             strength=0.5,
         )
+
+    def latent_configs(self) -> list[tuple[str, TrainConfig]]:
+        """``(mode, config)`` of the latent-class scan (positives from the class)."""
+        base = self.latent_base_config()
         return _scan(base, self.latent_num_negatives, self.latent_modes, self.seeds, self.lr_at)
 
     def plan(self) -> list[TrainConfig]:
@@ -291,13 +295,7 @@ def run_scan(
     device = cfg.resolve_device(scan[0][1].device) if scan else "cpu"
     rows = []
     for (mode, config), r in zip(scan, runs_, strict=True):
-
-        def compute(r: Run = r) -> dict[str, Any]:
-            return probes.evaluate_model(r.load_model(device), probe_data, device=device)
-
-        metrics = r.evaluate(
-            "probes", {"data": probe_data.fingerprint, "version": probes.PROBE_VERSION}, compute
-        )
+        metrics = probes.evaluate_run(r, probe_data, device=device)
         rows.append(
             {
                 "mode": mode,
