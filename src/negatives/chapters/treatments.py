@@ -713,8 +713,9 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
     image = P.base_config(next((b for b in P.benches if b[1] == "image"), ("moco", "image", 1)))
     put(
         "treatments_scale",
-        f"{P.epochs} epoch(s) of a {image.arch} of width {image.width} on {P.dataset}; an MLP "
-        f"for {P.latent_epochs} epochs on {P.latent_classes} latent classes",
+        f"{P.epochs} epoch{'s' * (P.epochs != 1)} of a {image.arch} of width {image.width} on "
+        f"{P.dataset}; an MLP for {P.latent_epochs} epoch{'s' * (P.latent_epochs != 1)} on "
+        f"{P.latent_classes} latent classes",
     )
     put("treatments_simclr_t", P.simclr_temperature)
     for kind in DATA_KINDS:
