@@ -3,6 +3,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import time
 
 import pytest
 import torch
@@ -293,6 +294,19 @@ def test_same_seed_gives_identical_results_and_another_seed_does_not(digits) -> 
     ):
         assert torch.equal(va, vb), ka
     assert a.history["loss"] != c.history["loss"]
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco"])
+def test_each_epochs_seconds_are_its_own_and_add_up_to_the_run(digits, method) -> None:
+    # an epoch's clock must not run from the set-up of the run (only the first epoch's does:
+    # MoCo's queue fill is training), or the seconds of a 4-epoch run add up to 10 epochs'
+    t0 = time.perf_counter()
+    out = train(_tiny(method=method, epochs=4), digits, progress=False)
+    wall = time.perf_counter() - t0
+    seconds = out.history["seconds"]
+    assert len(seconds) == 4 and min(seconds) > 0
+    assert out.seconds == pytest.approx(sum(seconds))
+    assert out.seconds <= wall
 
 
 @pytest.mark.parametrize("method", ["simclr", "moco"])

@@ -853,11 +853,17 @@ class EpochLog:
     """
 
     def __init__(
-        self, device: str, ranks: bool, rows: slice | None = None, scale: float = 1.0
+        self,
+        device: str,
+        ranks: bool,
+        rows: slice | None = None,
+        scale: float = 1.0,
+        start: tuple[float, float] | None = None,
     ) -> None:
         self.rows = rows
         self.scale = scale
-        self.start = (time.perf_counter(), time.process_time())
+        # (wall, CPU) clocks the epoch counts from: now, or earlier for the first epoch's set-up
+        self.start = start or (time.perf_counter(), time.process_time())
         bins = len(RANK_BIN_EDGES) - 1
         self.loss = torch.zeros((), device=device)
         self.same_class = torch.zeros((), device=device)
@@ -1385,6 +1391,7 @@ def train(
     encoder_q = Encoder(torch.compile(net) if config.compile else net, **how)
     encoder_k = Encoder(key_model, **how) if key_model is not None else None
     plan_epoch = functools.partial(_plan_epoch, n, images, data.train_labels.cpu(), config)
+    setup = (time.perf_counter(), time.process_time())  # MoCo's queue fill counts as training
     if queue is not None and encoder_k is not None and done == 0:
         first_plan = plan_epoch(streams["data"])
         groups = config.batchnorm_groups
@@ -1399,9 +1406,11 @@ def train(
     shown = progress and distributed.is_main()
     bar = tqdm(range(done, last), desc=desc, disable=not shown, leave=False)
     mask_gen, shuffle_gen = streams["mask"], streams["shuffle"]
+    first = done  # this process's first epoch, whose clock started at the set-up
     for epoch in bar:
         scale = (1 + config.beta) / config.temperature  # the softmax's logits per similarity
-        log = EpochLog(device, ranks=queue is not None, rows=rows, scale=scale)
+        start = setup if epoch == first else None
+        log = EpochLog(device, ranks=queue is not None, rows=rows, scale=scale, start=start)
         model.train()
         plan = plan_epoch(streams["data"])
         for b in range(steps_per_epoch):
