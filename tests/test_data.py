@@ -69,6 +69,25 @@ def test_determinism_and_fingerprint() -> None:
     assert load_dataset("digits", seed=5).fingerprint == a.fingerprint
 
 
+def test_validation_split_holds_out_the_last_training_images() -> None:
+    full = load_dataset("digits")
+    n = len(full.train_labels)
+    val = load_dataset("digits", validation=300)
+    assert torch.equal(val.train_images, full.train_images[: n - 300])
+    assert torch.equal(val.test_images, full.train_images[n - 300 :])
+    assert torch.equal(val.test_labels, full.train_labels[n - 300 :])
+    assert val.fingerprint != full.fingerprint and val.spec["validation"] == 300
+    assert "validation" not in full.spec  # earlier plans' specs are unchanged
+    # a subset is drawn from the split's own training part; the held-out part stays whole
+    sub = load_dataset("digits", validation=300, train_size=500, seed=1)
+    assert len(sub.train_labels) == 500 and torch.equal(sub.test_images, val.test_images)
+    for bad in (0, n, 2.5):
+        with pytest.raises(ValueError, match="validation"):
+            load_dataset("digits", validation=bad)
+    with pytest.raises(ValueError, match="validation=10: 'latent-class'"):
+        load_dataset("latent-class", validation=10)
+
+
 def test_subsample_is_stratified_and_a_subset() -> None:
     full = load_dataset("digits")
     d = load_dataset("digits", train_size=100, test_size=50, seed=3)

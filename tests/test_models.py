@@ -14,6 +14,7 @@ from negatives.models import (
     ProjectionHead,
     build_backbone,
     build_model,
+    grid_pool,
 )
 
 
@@ -34,6 +35,37 @@ def test_conv_backbones_output_shapes(arch: str, image_size: int) -> None:
     assert h.shape == (x.shape[0], expected_features)
     assert z.shape == (x.shape[0], 12)
     assert torch.isfinite(h).all() and torch.isfinite(z).all()
+
+
+def test_grid_pool_against_a_loop_over_regions() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 4, 4).contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(grid_pool(x, 1), x.mean(dim=(2, 3)))
+    out = grid_pool(x, 2)  # (B, C * 4): channel-major, then row-major regions
+    naive = torch.stack(
+        [x[:, c, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].mean(dim=(1, 2))
+         for c in range(5) for i in range(2) for j in range(2)],
+        dim=1,
+    )  # fmt: skip
+    assert out.shape == (3, 20) and torch.allclose(out, naive, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch, features", [("cnn-small", 4 * 8 * 4), ("resnet18-cifar", 512 * 4)])
+def test_grid_features_are_the_regions_of_the_last_map(arch: str, features: int) -> None:
+    torch.manual_seed(0)
+    model = build_model(arch, 1, 28, width=8, proj_hidden=16, proj_dim=12, grid=2).eval()
+    x = torch.randn(2, 1, 28, 28)
+    h, z = model(x)
+    assert model.backbone.out_dim == features and h.shape == (2, features) and z.shape == (2, 12)
+    # the global average pool is the mean of the four regions' averages
+    plain = build_model(arch, 1, 28, width=8, proj_hidden=16, proj_dim=12).eval()
+    plain.backbone.load_state_dict(model.backbone.state_dict())
+    h1, _ = plain(x)
+    assert torch.allclose(h.view(2, -1, 4).mean(2), h1, atol=1e-5)
+    with pytest.raises(ValueError, match="grid=2: arch='mlp'"):
+        build_model("mlp", 1, 28, width=8, grid=2)
+    with pytest.raises(ValueError, match="grid=0"):
+        build_model("cnn-small", 1, 28, width=8, grid=0)
 
 
 @pytest.mark.parametrize("image_size", [8, 28, 32])

@@ -370,6 +370,10 @@ def test_run_cache_reuses_finished_runs_and_detects_corruption(digits, tmp_path)
     assert again.history == first.history
     model = again.load_model()
     assert sum(p.numel() for p in model.parameters()) > 0
+    # a run whose features are pooled over a grid loads with its grid
+    grid = run(config.replace(feature_grid=2), digits, store, progress=False)
+    assert grid.result["model_args"]["grid"] == 2
+    assert grid.load_model().backbone.out_dim == 4 * config.width * 4
     # a truncated result is detected and recomputed
     result_path.write_text(result_path.read_text()[:50])
     third = run(config, digits, store, progress=False)

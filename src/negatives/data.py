@@ -145,21 +145,38 @@ def load_dataset(
     train_size: int | None = None,
     test_size: int | None = None,
     seed: int = 0,
+    validation: int | None = None,
     **options: Any,
 ) -> Dataset:
     """Load data set ``name`` (one of ``DATASETS``) as uint8 tensors on the CPU.
 
+    ``validation``: hold out the **last** ``validation`` training images as the evaluation set
+    in place of the test set, which is then not loaded at all (the returned ``test_images`` are
+    those held-out training images; the rest train). Recipes are chosen on such a split, so
+    that the test set judges only the chosen one (``benchmarks/speedrun.py``).
+
     ``train_size`` / ``test_size`` keep a stratified random subset (seeded by ``seed``) of the
-    real data sets, and are the sample sizes of the synthetic ``latent-class`` model. ``root`` is
+    real data sets (after the validation split), and are the sample sizes of the synthetic
+    ``latent-class`` model. ``root`` is
     where files live (default :func:`default_data_root`; required for CIFAR). ``options``:
     ``download`` (fashion-mnist, default True; cifar, default False), ``verify`` (cifar: check
     torchvision's md5 sums, default True; False accepts re-packed or small test copies, whose
     content still enters the fingerprint), and for ``latent-class``: ``num_classes``,
     ``class_probs``, ``dim``, ``noise`` (see :func:`make_latent_class`).
     """
-    ds = _load_dataset(name, root, train_size=train_size, test_size=test_size, seed=seed, **options)
+    ds = _load_dataset(
+        name,
+        root,
+        train_size=train_size,
+        test_size=test_size,
+        seed=seed,
+        validation=validation,
+        **options,
+    )
     root_text = None if root is None else str(root)
     spec = dict(name=name, root=root_text, train_size=train_size, test_size=test_size, seed=seed)
+    if validation is not None:  # absent otherwise: the specs of earlier plans stay valid
+        spec["validation"] = validation
     return replace(ds, spec={**spec, **options})
 
 
@@ -170,10 +187,16 @@ def _load_dataset(
     train_size: int | None,
     test_size: int | None,
     seed: int,
+    validation: int | None = None,
     **options: Any,
 ) -> Dataset:
     check_choice("name", name, DATASETS)
     seed = check_int("seed", seed, 0)
+    if validation is not None and name == "latent-class":
+        raise ValueError(
+            f"validation={validation}: 'latent-class' draws its test set independently of its "
+            "training set; it needs no held-out split (leave validation None)"
+        )
     allowed = _OPTIONS[name]
     for key in options:
         if key not in allowed:
@@ -214,8 +237,13 @@ def _load_dataset(
         )
 
     x_train, y_train, x_test, y_test = parts
+    subsampled: dict[str, Any] = {}
+    if validation is not None:
+        held = check_int("validation", validation, 1, len(y_train) - 1)
+        x_test, y_test = x_train[-held:], y_train[-held:]
+        x_train, y_train = x_train[:-held], y_train[:-held]
+        subsampled["validation"] = held
     gen = torch.Generator().manual_seed(seed)
-    subsampled = {}
     if train_size is not None:
         keep = stratified_subset(y_train, check_int("train_size", train_size, 1, len(y_train)), gen)
         x_train, y_train = x_train[keep], y_train[keep]
@@ -224,8 +252,8 @@ def _load_dataset(
         keep = stratified_subset(y_test, check_int("test_size", test_size, 1, len(y_test)), gen)
         x_test, y_test = x_test[keep], y_test[keep]
         subsampled["test_size"] = test_size
-    if subsampled:  # the seed changes content only when something was subsampled
-        subsampled["seed"] = seed
+    if "train_size" in subsampled or "test_size" in subsampled:
+        subsampled["seed"] = seed  # the seed changes content only when something was subsampled
     return _make_dataset(name, x_train, y_train, x_test, y_test, classes, subsampled)
 
 

@@ -125,6 +125,7 @@ class TrainConfig:
     method: str = "simclr"
     arch: str = "cnn-small"
     width: int = 32
+    feature_grid: int = 1  # the backbone's features: its last map pooled over a g x g grid
     proj_hidden: int = 128
     proj_dim: int = 64
     epochs: int = 10
@@ -163,8 +164,13 @@ class TrainConfig:
         cfg.check_choice("schedule", self.schedule, SCHEDULES)
         cfg.check_choice("device", self.device, cfg.DEVICES)
         cfg.check_choice("precision", self.precision, cfg.PRECISIONS)
-        for name in ("width", "proj_hidden", "proj_dim", "epochs"):
+        for name in ("width", "feature_grid", "proj_hidden", "proj_dim", "epochs"):
             cfg.check_int(name, getattr(self, name), 1)
+        if self.arch == "mlp" and self.feature_grid != 1:
+            raise ValueError(
+                f"feature_grid={self.feature_grid}: arch='mlp' has no feature map to pool; "
+                "leave it 1"
+            )
         cfg.check_int("batch_size", self.batch_size, 2)
         cfg.check_int("queue_size", self.queue_size, 1)
         cfg.check_int("seed", self.seed, 0)
@@ -1207,6 +1213,7 @@ def model_for(config: TrainConfig, images: torch.Tensor) -> ContrastiveModel:
         proj_hidden=config.proj_hidden,
         proj_dim=config.proj_dim,
         input_dim=images[0].numel(),
+        grid=config.feature_grid,
     )
 
 
@@ -1598,6 +1605,7 @@ def _train_and_save(
             proj_hidden=config.proj_hidden,
             proj_dim=config.proj_dim,
             input_dim=data.train_images[0].numel(),
+            grid=config.feature_grid,
         )
         model_path = run_dir / "model.pt"
         runs.save_torch(model_path, {k: v.cpu() for k, v in out.model.state_dict().items()})
