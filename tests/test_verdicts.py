@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from scipy import stats as sps
 
 from negatives import verdicts as vd
 
@@ -75,11 +76,19 @@ def test_bad_intervals_and_regions_are_refused() -> None:
 
 def test_judge_rows_and_table() -> None:
     claim = vd.Claim("c", "P (2020)", "says so", "Δ (points)", vd.above(-0.7), " pts")
-    row = vd.judge(claim, -1.65, -2.64, -0.71, setting="T = 0.2", seeds=5, test_set=(-2.0, -1.3))
+    row = vd.judge(claim, -2.0, -2.5, -1.5, setting="T = 0.2", seeds=5, test_set=(-2.3, -1.7))
     assert row["verdict"] == vd.NOT_REPRODUCED
-    assert row["ours"] == "−1.65 [−2.64, −0.71] pts"
-    assert row["test_set"] == "[−2.00, −1.30] pts"
+    assert row["ours"] == "−2.00 [−2.50, −1.50] pts"
+    assert row["test_set"] == "[−2.30, −1.70] pts"
+    # decided on both sources: half-widths 0.5 and 0.3 added in quadrature on each side
+    half = math.hypot(0.5, 0.3)
+    assert row["low"] == pytest.approx(-2.0 - half) and row["high"] == pytest.approx(-2.0 + half)
+    assert row["both"] == vd.format_interval(-2.0, -2.0 - half, -2.0 + half, " pts")
     assert row["rule"] == "reproduced if the interval is > −0.7 pts"
+    # the seeds alone would clear -0.7 here; with the test set's share the interval reaches it
+    close = vd.judge(claim, -1.65, -2.64, -0.71, seeds=5, test_set=(-2.0, -1.3))
+    assert vd.decide(-2.64, -0.71, claim.region) == vd.NOT_REPRODUCED
+    assert close["verdict"] == vd.INCONCLUSIVE and close["high"] > -0.7
     table = vd.verdict_table([row, vd.judge(claim, 0.1, -0.2, 0.4)])
     assert list(table.columns) == list(vd.COLUMNS)
     assert vd.counts(table) == {vd.REPRODUCED: 1, vd.NOT_REPRODUCED: 1, vd.INCONCLUSIVE: 0}
@@ -88,6 +97,52 @@ def test_judge_rows_and_table() -> None:
     bad = dict(row, verdict="maybe")
     with pytest.raises(ValueError, match="verdict"):
         vd.verdict_table([bad])
+
+
+def test_both_sources_carries_the_test_set_when_seeds_agree() -> None:
+    # three seeds that each lose exactly 105 of 10,000 test images: a zero-width interval over
+    # seeds, which alone would decide against a -0.7 margin; the test set's own does not
+    est = -1.05
+    low, high = vd.both_sources(est, (est, est), (-1.45, -0.65))
+    assert (low, high) == pytest.approx((-1.45, -0.65))
+    claim = vd.Claim("c", "p", "s", "q", vd.above(-0.7))
+    assert vd.decide(est, est, claim.region) == vd.NOT_REPRODUCED
+    assert vd.judge(claim, est, est, est, seeds=3, test_set=(-1.45, -0.65))["verdict"] == (
+        vd.INCONCLUSIVE
+    )
+    # never narrower than either source, asymmetric sides kept apart
+    low, high = vd.both_sources(1.0, (0.2, 1.5), (0.9, 2.0))
+    assert low <= 0.2 and high >= 2.0
+    assert low == pytest.approx(1.0 - math.hypot(0.8, 0.1))
+    assert high == pytest.approx(1.0 + math.hypot(0.5, 1.0))
+    assert all(math.isnan(v) for v in vd.both_sources(1.0, (math.nan, math.nan), (0.5, 1.5)))
+    # without a test-set interval the verdict is the seeds' and "both" is blank
+    row = vd.judge(claim, -1.5, -1.9, -1.1, seeds=5)
+    assert row["both"] == "" and (row["low"], row["high"]) == (-1.9, -1.1)
+
+
+def test_seeds_to_decide_with_the_test_set() -> None:
+    region = vd.above(-0.7)
+    # seeds' half-width 0.5 over 5 seeds, test set's 0.2 on the boundary's side
+    est, low, high, test = -1.0, -1.5, -0.5, (-1.2, -0.8)
+    m = vd.seeds_to_decide(est, low, high, 5, region, test_set=test)
+    assert m is not None and m > 5
+    spread = 0.5 * math.sqrt(5) / sps.t.ppf(0.975, 4)
+    for n, decided in ((m, True), (m - 1, False)):
+        half = math.hypot(sps.t.ppf(0.975, n - 1) * spread / math.sqrt(n), 0.2)
+        assert (est + half < -0.7) == decided
+    # more seeds than without the test set's share
+    assert m > vd.seeds_to_decide(est, low, high, 5, region)
+    # where the test set's half-width alone reaches the boundary no seed count decides
+    assert vd.seeds_to_decide(est, low, high, 5, region, test_set=(-1.4, -0.6)) is None
+    claim = vd.Claim("c", "p", "s", "q", region)
+    row = vd.judge(claim, est, low, high, seeds=5, test_set=(-1.4, -0.6))
+    assert row["to_decide"] is None and "larger test set" in row["undecided"]
+    assert vd.judge(claim, est, low, high, seeds=5, test_set=test)["undecided"] == ""
+    assert "boundary" in vd.judge(claim, -0.7, -1.0, -0.4, seeds=5)["undecided"]
+    assert vd.judge(claim, -2.0, -2.5, -1.5, seeds=5)["undecided"] == ""  # decided
+    # decided on both sources already: nothing to say
+    assert vd.seeds_to_decide(-2.0, -2.5, -1.5, 5, region, test_set=(-2.3, -1.7)) is None
 
 
 def test_format_interval() -> None:
@@ -100,7 +155,6 @@ def test_format_interval() -> None:
 
 def test_seeds_to_decide_against_a_simulated_t_interval() -> None:
     import numpy as np
-    from scipy import stats as sps
 
     def t_interval(x: np.ndarray) -> tuple[float, float, float]:
         half = sps.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))

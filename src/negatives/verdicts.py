@@ -11,6 +11,12 @@ rule is symmetric:
 * **inconclusive**: the interval straddles a boundary of the region, or there is no interval
   (fewer than two seeds).
 
+Two sources of uncertainty: training (the interval over seeds) and the test set every seed is
+scored on (resampling its images). A test set of 10,000 images shared by every seed is one
+sample: seeds that happen to agree give a narrow interval over seeds that says nothing about
+it. Where a chapter measures both, the verdict is decided on :func:`both_sources`, the two 95%
+half-widths added in quadrature on each side, never narrower than either.
+
 Exact computations (the population optimum, a minimum over all runs) have a degenerate
 interval ``[x, x]`` and are decided by the same rule. Infinite ends are allowed (an upper bound
 that is infinite in every seed has the interval ``[inf, inf]``); NaN is not an interval.
@@ -46,10 +52,12 @@ COLUMNS: tuple[str, ...] = (
     "high",
     "ours",
     "test_set",
+    "both",
     "seeds",
     "rule",
     "verdict",
     "to_decide",
+    "undecided",
 )
 
 
@@ -137,6 +145,26 @@ class Claim:
     digits: int = 2
 
 
+def both_sources(
+    estimate: float, seeds: tuple[float, float], test_set: tuple[float, float]
+) -> tuple[float, float]:
+    """The 95% interval of ``estimate`` that carries both sources of uncertainty: the interval
+    over seeds (training) and the test set's (its images resampled), their half-widths added in
+    quadrature on each side: ``low = estimate - sqrt((estimate - seeds_low)^2 + (estimate -
+    test_low)^2)``, and likewise ``high``.
+
+    Independent errors add in variance; each half-width is its source's 95% quantile, so the sum
+    is at least as wide as either interval alone. NaN where either interval is missing.
+    """
+    e = float(estimate)
+    (s_low, s_high), (t_low, t_high) = seeds, test_set
+    if any(math.isnan(v) for v in (e, s_low, s_high, t_low, t_high)):
+        return math.nan, math.nan
+    low = e - math.hypot(e - s_low, e - t_low)
+    high = e + math.hypot(s_high - e, t_high - e)
+    return low, high
+
+
 def judge(
     claim: Claim,
     estimate: float,
@@ -147,13 +175,18 @@ def judge(
     seeds: int | None = None,
     test_set: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    """One row of a verdict table: the claim, our estimate and interval, and the verdict.
+    """One row of a verdict table: the claim, our estimate and intervals, and the verdict.
 
-    ``test_set`` is the evaluation's own 95% interval of the same estimate (resampling the
-    test images, :func:`negatives.stats.paired_bootstrap`), shown beside the interval over
-    seeds; the verdict uses the interval over seeds (see the module docstring).
+    ``[low, high]``: the 95% interval over seeds (or exact). ``test_set``: the evaluation's own
+    95% interval of the same estimate (resampling the test images,
+    :func:`negatives.stats.paired_bootstrap`). Where it is given, the verdict is decided on
+    :func:`both_sources` (column ``both``; ``low`` and ``high`` of the row are that interval),
+    else on the interval over seeds.
     """
-    estimate, low, high = float(estimate), float(low), float(high)
+    estimate, seed_low, seed_high = float(estimate), float(low), float(high)
+    if test_set is not None:
+        low, high = both_sources(estimate, (seed_low, seed_high), test_set)
+    u, d = claim.unit, claim.digits
     return {
         "claim": claim.name,
         "paper": claim.paper,
@@ -163,14 +196,18 @@ def judge(
         "estimate": estimate,
         "low": low,
         "high": high,
-        "ours": format_interval(estimate, low, high, claim.unit, claim.digits),
+        "ours": format_interval(estimate, seed_low, seed_high, u, d),
         "test_set": ""
         if test_set is None
-        else format_interval(estimate, *test_set, claim.unit, claim.digits, with_estimate=False),
+        else format_interval(estimate, *test_set, u, d, with_estimate=False),
+        "both": "" if test_set is None else format_interval(estimate, low, high, u, d),
         "seeds": seeds,
         "rule": f"reproduced if the interval is {claim.region.describe(claim.unit)}",
         "verdict": decide(low, high, claim.region),
-        "to_decide": seeds_to_decide(estimate, low, high, seeds, claim.region),
+        "to_decide": seeds_to_decide(
+            estimate, seed_low, seed_high, seeds, claim.region, test_set=test_set
+        ),
+        "undecided": undecided_reason(estimate, low, high, seeds, claim.region, test_set),
     }
 
 
@@ -182,6 +219,8 @@ def seeds_to_decide(
     region: Region,
     confidence: float = 0.95,
     max_seeds: int = 1000,
+    *,
+    test_set: tuple[float, float] | None = None,
 ) -> int | None:
     """How many seeds an inconclusive interval would need to decide, if nothing else changed.
 
@@ -189,27 +228,67 @@ def seeds_to_decide(
     spread is s = half-width x sqrt(n) / t(n-1). The answer is the smallest m > n with
     t(m-1) s / sqrt(m) < |estimate - b|, b the region's boundary that the interval straddles
     (the budget that would make the interval clear it, were the mean and the spread the same).
+    With ``test_set`` the verdict's interval is :func:`both_sources`: the test set's half-width
+    on the boundary's side does not shrink with seeds, so m must satisfy sqrt((t(m-1) s /
+    sqrt(m))^2 + h_test^2) < |estimate - b|, and no number of seeds decides where h_test alone
+    reaches the boundary (a larger test set would).
     None where the verdict is not inconclusive, there is no interval (fewer than two seeds),
     the estimate sits on the boundary, or more than ``max_seeds`` would be needed.
     """
     from scipy import stats as sps
 
-    if seeds is None or seeds < 2 or decide(low, high, region) != INCONCLUSIVE:
+    if seeds is None or seeds < 2:
         return None
     if not all(math.isfinite(v) for v in (estimate, low, high)):
         return None
-    straddled = [b for b in (region.low, region.high) if math.isfinite(b) and low <= b <= high]
+    v_low, v_high = (
+        (low, high) if test_set is None else both_sources(estimate, (low, high), test_set)
+    )
+    if decide(v_low, v_high, region) != INCONCLUSIVE:
+        return None
+    straddled = [b for b in (region.low, region.high) if math.isfinite(b) and v_low <= b <= v_high]
     if not straddled:
         return None
-    distance = min(abs(estimate - b) for b in straddled)
+    b = min(straddled, key=lambda x: abs(estimate - x))
+    distance = abs(estimate - b)
+    test_half = 0.0
+    if test_set is not None:  # the test set's half-width on the boundary's side
+        test_half = abs(estimate - test_set[0] if b < estimate else test_set[1] - estimate)
     quantile = 0.5 + confidence / 2
     spread = (high - low) / 2 * math.sqrt(seeds) / float(sps.t.ppf(quantile, seeds - 1))
-    if distance == 0 or spread == 0:
+    if distance == 0 or test_half >= distance or (spread == 0 and test_half == 0):
         return None
+    room = math.sqrt(distance**2 - test_half**2)  # what the seeds' half-width may take
     for m in range(seeds + 1, max_seeds + 1):
-        if float(sps.t.ppf(quantile, m - 1)) * spread / math.sqrt(m) < distance:
+        if float(sps.t.ppf(quantile, m - 1)) * spread / math.sqrt(m) < room:
             return m
     return None
+
+
+def undecided_reason(
+    estimate: float,
+    low: float,
+    high: float,
+    seeds: int | None,
+    region: Region,
+    test_set: tuple[float, float] | None = None,
+) -> str:
+    """Why more seeds alone would not decide an inconclusive verdict (``""`` where they would,
+    or where it is decided): ``[low, high]`` is the verdict's interval, ``test_set`` the test
+    set's own. The test set's half-width on the boundary's side does not shrink with seeds."""
+    if decide(low, high, region) != INCONCLUSIVE:
+        return ""
+    if seeds is None or seeds < 2:
+        return "one seed: no interval over seeds"
+    bounds = [b for b in (region.low, region.high) if math.isfinite(b)]
+    b = min(bounds, key=lambda x: abs(estimate - x)) if bounds else math.nan
+    if not math.isfinite(estimate) or estimate == b:
+        return "its estimate sits on the boundary"
+    if test_set is not None:
+        half = abs(estimate - test_set[0] if b < estimate else test_set[1] - estimate)
+        if half >= abs(estimate - b):
+            return "the test set's own interval reaches the boundary: a larger test set would"
+    return ""
 
 
 def verdict_table(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
@@ -236,6 +315,7 @@ SHOWN: dict[str, str] = {
     "quantity": "quantity",
     "ours": "ours (95% over seeds, or exact)",
     "test_set": "test set (95%)",
+    "both": "seeds and test set (95%, decides)",
     "seeds": "seeds",
     "rule": "rule",
     "verdict": "verdict",
@@ -352,7 +432,7 @@ def format_number(x: float | None, spec: str = ".2f") -> str:
 
 # The columns of a verdict table that travel to the book's summary on its first page.
 RECORD_COLUMNS: tuple[str, ...] = (
-    "claim", "paper", "statement", "setting", "ours", "test_set", "seeds", "verdict",
+    "claim", "paper", "statement", "setting", "ours", "test_set", "both", "seeds", "verdict",
 )  # fmt: skip
 
 
