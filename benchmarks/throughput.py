@@ -70,7 +70,10 @@ class _TwoViews(Dataset):
         return self.transform(img), self.transform(img), i
 
 
-def reference_transform(size: int, channels: int, strength: float = 0.5) -> transforms.Compose:
+def reference_transform(
+    size: int, channels: int, strength: float = 0.5, min_scale: float = 0.2
+) -> transforms.Compose:
+    """torchvision's per-image SimCLR views (crops of ``[min_scale, 1]`` of the image's area)."""
     s = strength
     jitter = (
         transforms.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)
@@ -78,7 +81,7 @@ def reference_transform(size: int, channels: int, strength: float = 0.5) -> tran
         else transforms.ColorJitter(0.8 * s, 0.8 * s)
     )
     steps = [
-        transforms.RandomResizedCrop(size, scale=(0.2, 1.0)),
+        transforms.RandomResizedCrop(size, scale=(min_scale, 1.0)),
         transforms.RandomHorizontalFlip(),
         transforms.RandomApply([jitter], p=0.8),
     ]

@@ -32,7 +32,7 @@ def smoke_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copy2(REPO / name, root / name)
     shutil.copytree(REPO / "book", root / "book", ignore=shutil.ignore_patterns("_generated"))
     shutil.copytree(REPO / "notebooks", root / "notebooks")
-    # the reproducibility page shows the recipe study's committed results
+    # the reproducibility page shows the speedrun's committed results
     shutil.copytree(REPO / "benchmarks" / "results", root / "benchmarks" / "results")
     (root / "_vendor").symlink_to(REPO / "_vendor", target_is_directory=True)
     cmd = [

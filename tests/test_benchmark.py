@@ -36,27 +36,7 @@ def test_benchmark_refuses_bad_arguments() -> None:
     assert res.returncode == 2 and "--workers='two'" in res.stderr
 
 
-RECIPE = BENCH.parent / "recipe.py"
 GPU_CHECK = BENCH.parent / "gpu_check.sh"
-
-
-def test_recipe_study_runs_on_a_tiny_setting_and_writes_its_table(tmp_path) -> None:
-    out = tmp_path / "recipe.json"
-    cmd = [sys.executable, str(RECIPE), "--profile", "smoke", "--device", "cpu"]
-    cmd += ["--results-dir", str(tmp_path / "results"), "--json", str(out)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "| group | method | recipe |" in res.stdout
-    rows = json.loads(out.read_text())["rows"]
-    assert {r["group"] for r in rows} >= {"steps", "size", "baseline"}
-    trained = [r for r in rows if r["group"] != "baseline"]
-    assert all(0 < r["linear_accuracy"] <= 100 and r["steps"] > 0 for r in trained)
-    assert all(r["num_test"] == 360 for r in rows)  # every digits test image
-    assert out.with_suffix(".png").stat().st_size > 0  # the curve beside the JSON
-    bad = subprocess.run(
-        [sys.executable, str(RECIPE), "--groups", "colour"], capture_output=True, text=True
-    )
-    assert bad.returncode == 2 and "--groups" in bad.stderr
 
 
 def test_gpu_check_script_runs_its_steps_on_the_cpu(tmp_path) -> None:
@@ -89,3 +69,75 @@ def test_step_costs_runs_on_a_tiny_setting(tmp_path) -> None:
     data = json.loads(out.read_text())
     assert set(data["steps_ms"]) >= {"all negatives", "hardest 5%", "all negatives, no shuffle-BN"}
     assert all(v > 0 for v in data["parts_ms"].values())
+
+
+SPEEDRUN = BENCH.parent / "speedrun.py"
+
+
+def test_speedrun_chooses_on_the_validation_split_and_records_on_the_test_set(tmp_path) -> None:
+    out = tmp_path / "speedrun.json"
+    cmd = [sys.executable, str(SPEEDRUN), "--profile", "smoke", "--seeds", "2", "--workers", "0"]
+    cmd += ["--results-dir", str(tmp_path / "results"), "--json", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for title in ("The ladder", "Tried on top", "The frontier", "usual pipeline", "The record"):
+        assert title in res.stdout, title
+    data = json.loads(out.read_text())
+    rows = data["rows"]
+    # every choice is made on the held-out training images, only the record on the test set
+    for group in ("ladder", "tried", "frontier", "peer"):
+        mine = [r for r in rows if r["group"] == group]
+        assert mine and all(r["split"] == "validation" for r in mine), group
+        assert all(r["num_test"] == 300 for r in mine)  # the last 300 training images
+    record = [r for r in rows if r["group"] == "record"]
+    assert record and all(r["split"] == "test" and r["num_test"] == 360 for r in record)
+    assert {r["seed"] for r in record} == {0, 1}
+    # each budget's pick is the best frontier point that fits it, and the record trains it
+    frontier = [r for r in rows if r["group"] == "frontier"]
+    for s in data["record"]:
+        pick = data["choices"][str(s["budget"])]
+        assert (s["method"], s["epochs"]) == (pick["method"], pick["epochs"])
+        assert s["linear_low"] <= s["linear_mean"] <= s["linear_high"] and s["seeds"] == 2
+        # its seconds scaled to the record's 1,437 training images (22 steps an epoch, not 17)
+        fits = [
+            r for r in frontier
+            if r["train_seconds"] * r["epochs"] * (1437 // 64) / r["steps"] <= s["budget"]
+        ]  # fmt: skip
+        assert s["validation_accuracy"] == max(r["linear_accuracy"] for r in fits)
+    for split in ("validation", "test"):
+        base = [r for r in rows if r["group"] == "baseline" and r["split"] == split]
+        assert any(r["label"].startswith("raw pixels") for r in base), split
+    peer = [r for r in rows if r["group"] == "peer"]
+    assert len(peer) == 2 and peer[0]["steps"] == peer[1]["steps"] > 0
+    assert all(r["train_seconds"] > 0 for r in peer)
+    assert out.with_suffix(".png").stat().st_size > 0
+    bad = subprocess.run(
+        [sys.executable, str(SPEEDRUN), "--stages", "select,race"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "--stages" in bad.stderr
+
+
+def test_the_book_encoder_is_the_speedruns_chosen_recipe() -> None:
+    # the recipe the speedrun chose on the validation split is the one every book chapter trains
+    import importlib.util
+
+    from negatives import config as cfg
+    from negatives.chapters import difficulty, kscan
+
+    spec = importlib.util.spec_from_file_location("speedrun", SPEEDRUN)
+    speedrun = importlib.util.module_from_spec(spec)
+    sys.modules["speedrun"] = speedrun  # its dataclass looks its module up there
+    try:
+        spec.loader.exec_module(speedrun)
+    finally:
+        del sys.modules["speedrun"]
+    chosen = {**speedrun.PREVIOUS, **speedrun.CHOSEN}
+    for key in ("arch", "width", "feature_grid", "min_scale", "epochs"):
+        assert cfg.BOOK_ENCODER[key] == chosen[key], key
+    for base in (
+        difficulty.Params.profiles["book"].base_config(),
+        kscan.Params.profiles["book"].base_config(),
+    ):
+        for key in ("arch", "width", "feature_grid", "min_scale", "epochs", "optimizer", "lr"):
+            assert getattr(base, key) == chosen[key], key
+        assert base.warmup_epochs == chosen["warmup_epochs"]

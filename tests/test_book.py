@@ -26,6 +26,8 @@ from negatives.book import (
     main,
     parse_params,
     read_toc,
+    speedrun_numbers,
+    speedrun_record,
     timings_table,
     toc_chapters,
 )
@@ -324,6 +326,47 @@ def test_toc_chapters_in_reading_order() -> None:
     assert repo == [
         "intro", "coupon", "difficulty", "bounds", "more_negatives", "treatments", "reproducibility",
     ]  # fmt: skip
+
+
+def _speedrun(record: list[dict], peer: bool = True) -> dict:
+    base = [
+        {"group": "baseline", "split": split, "label": label, "linear_accuracy": acc}
+        for split, shift in (("validation", 0.5), ("test", 0.0))
+        for label, acc in (("raw pixels", 84.0 + shift), ("random encoder, the chosen one", 86.0 + shift),
+                           ("random encoder, the previous one", 82.0 + shift))
+    ]  # fmt: skip
+    ladder = [
+        {"group": "ladder", "method": "simclr", "linear_accuracy": a, "train_seconds": s}
+        for a, s in ((86.0, 39.4), (88.2, 21.2))
+    ]
+    peers = [
+        {"group": "peer", "label": "ours", "steps": 390, "train_seconds": 40.0, "linear_accuracy": 88.4},
+        {"group": "peer", "label": "usual: DataLoader", "steps": 390, "train_seconds": 80.0, "linear_accuracy": 88.8},
+    ]  # fmt: skip
+    return {"hardware": "cpu", "date": "2026-12-04", "validation": 10_000, "methods": ["simclr", "moco"],
+            "rows": base + ladder + (peers if peer else []), "record": record}  # fmt: skip
+
+
+def _budget(budget: int, mean: float, epochs: int) -> dict:
+    return {"budget": budget, "method": "moco", "epochs": epochs, "seeds": 3, "seconds_mean": budget * 0.7,
+            "linear_mean": mean, "linear_low": mean - 0.3, "linear_high": mean + 0.3}  # fmt: skip
+
+
+def test_speedrun_numbers_quote_the_budget_the_best_point_and_the_baselines_of_each_split() -> None:
+    out = _speedrun([_budget(30, 88.0, 1), _budget(60, 87.9, 2), _budget(120, 89.0, 4)])
+    values = speedrun_numbers(out)
+    assert values["test_pixels"] == 84.0 and values["validation_random"] == 86.5
+    assert values["test_random_before"] == 82.0
+    assert values["record_60"].startswith("87.90% [87.60, 88.20] within 60 s (moco, 2 epochs,")
+    assert values["record_60"].endswith("+3.90 points over the pixels)")
+    assert values["record_best"].startswith("89.00%") and "4 epochs" in values["record_best"]
+    assert values["ladder_text"] == "simclr: 86.00% in 39 s before, 88.20% in 21 s after"
+    assert "2.0 times as long" in values["peer_text"]
+    # one epoch is singular; below every budget the smallest is quoted; no peer rows, said so
+    values = speedrun_numbers(_speedrun([_budget(120, 88.0, 1)], peer=False), budget=60)
+    assert "within 120 s (moco, 1 epoch," in values["record_60"]
+    assert "not run" in values["peer_text"]
+    assert list(speedrun_record(out)["over pixels"].round(2)) == [4.0, 3.9, 5.0]
 
 
 def test_timings_table_orders_by_start(tmp_path: Path) -> None:

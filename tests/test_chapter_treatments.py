@@ -108,10 +108,35 @@ def test_the_book_bench_reuses_chapter_2s_runs() -> None:
     ch2 = set(difficulty.Params.profiles["book"].plan())
     image = [r for r in P.runs() if r["kind"] == "image"]
     mine = {r["config"] for r in image if r["treatment"] in difficulty.MAIN_BANDS}
-    assert len(mine) == 3 * P.seeds and mine <= ch2
-    assert tr.shared_runs(P) == mine
-    new = {r["config"] for r in P.runs()} - mine
-    assert len(new) == len(P.runs()) - len(mine)  # every other run is this chapter's own
+    shared = mine & ch2
+    assert tr.shared_runs(P) == shared
+    # chapter 2's 8 seeds of all negatives and of the hardest 5%, 5 of all but the hardest 0.1%
+    assert len(shared) == 8 + 8 + 5
+    # a claim judged on chapter 2's runs is judged on all of them: every seed chapter 2 trains
+    # of a shared treatment (8 of all negatives and the hardest 5%, 5 of all but the hardest
+    # 0.1%), so the two chapters decide it on the same runs; its own treatments get P.seeds (8)
+    seeds = {}
+    for r in image:
+        seeds.setdefault(r["treatment"], []).append(r["seed"])
+    ch2_seeds = {
+        name: n
+        for name, t, n in difficulty.Params.profiles["book"].main_conditions
+        if t == P.moco_temperature
+    }
+    for name, got in seeds.items():
+        expected = ch2_seeds.get(name, P.seeds)
+        assert got == list(range(max(expected, P.seeds))), name
+    assert seeds["hardest 5%"] == list(range(8)) and seeds["no same-class"] == list(range(8))
+    # with fewer seeds of its own, a shared treatment still takes all of chapter 2's
+    few: dict[str, list[int]] = {}
+    for r in P.replace(seeds=3).runs():
+        if r["kind"] == "image":
+            few.setdefault(r["treatment"], []).append(r["seed"])
+    assert few["hardest 5%"] == list(range(8)) and few["all but hardest 0.1%"] == list(range(5))
+    assert few["no same-class"] == list(range(3))
+    new = {r["config"] for r in P.runs()} - shared
+    assert len(new) == len(P.runs()) - len(shared)  # every other run is this chapter's own
+    assert not new & ch2
     # the latent data are chapter 3's
     assert (
         P.load_latent_data().fingerprint

@@ -745,106 +745,145 @@ def timings_table(path: str | os.PathLike[str] = TIMINGS) -> pd.DataFrame:
     return df.sort_values("started", kind="stable").reset_index(drop=True)
 
 
-RECIPE = Path("benchmarks/results/recipe-book.json")
+SPEEDRUN = Path("benchmarks/results/speedrun-book.json")
 
 
-def recipe_table(path: str | os.PathLike[str] = RECIPE) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The recipe study's rows (``benchmarks/recipe.py``) and its header (hardware, date).
-
-    One row per point: ``group, method, recipe, train images, steps, train s, linear %,
-    s.e., k-NN %``; baselines have no steps. Raises ``FileNotFoundError`` naming the command
-    that writes the file.
-    """
-    import pandas as pd
-
+def speedrun_results(path: str | os.PathLike[str] = SPEEDRUN) -> dict[str, Any]:
+    """The speedrun's JSON (``benchmarks/speedrun.py``): its header (hardware, date), every
+    trained point and baseline (``rows``: ``group`` ladder / tried / frontier / record / peer /
+    baseline, ``split`` validation or test) and the record's summary per budget (``record``).
+    Raises ``FileNotFoundError`` naming the command that writes the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; `python benchmarks/recipe.py` writes it")
-    data = json.loads(path.read_text())
-    columns = {
-        "group": "group",
-        "method": "method",
-        "label": "recipe",
-        "train_size": "train images",
-        "steps": "steps",
-        "train_seconds": "train s",
-        "linear_accuracy": "linear %",
-        "linear_se": "s.e.",
-        "knn_accuracy": "k-NN %",
-    }
-    table = pd.DataFrame(data["rows"])[list(columns)].rename(columns=columns)
-    header = {k: v for k, v in data.items() if k != "rows"}
-    return table, header
+        raise FileNotFoundError(f"{path} is missing; `python benchmarks/speedrun.py` writes it")
+    return json.loads(path.read_text())
 
 
-def pareto_front(table: pd.DataFrame, x: str = "train s", y: str = "linear %") -> pd.DataFrame:
-    """The rows no other row beats on both ``x`` (less is better) and ``y`` (more is better),
-    sorted by ``x``, with the gain in ``y`` per minute of ``x`` from the previous front row."""
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (int(n) != 1)}"
+
+
+def _speedrun_baseline(out: dict[str, Any], split: str, start: str) -> float:
+    """The linear probe of the baseline row of ``split`` whose label starts with ``start``."""
+    for r in out["rows"]:
+        if r["group"] == "baseline" and r["split"] == split and r["label"].startswith(start):
+            return float(r["linear_accuracy"])
+    raise KeyError(f"speedrun results: no {split} baseline labelled {start!r}...")
+
+
+def speedrun_record(out: dict[str, Any]) -> pd.DataFrame:
+    """The record (one row per budget, :func:`speedrun_results`' ``record``) with its gain over
+    the raw pixels' test probe (``over pixels``, points)."""
     import pandas as pd
 
-    rows = table.sort_values([x, y], ascending=[True, False])
-    front, best = [], -float("inf")
-    for _, r in rows.iterrows():
-        if r[y] > best:
-            front.append(r)
-            best = r[y]
-    out = pd.DataFrame(front).reset_index(drop=True)
-    out["gain per minute"] = out[y].diff() / (out[x].diff() / 60.0)
-    return out
+    record = pd.DataFrame(out["record"])
+    record["over pixels"] = record["linear_mean"] - _speedrun_baseline(out, "test", "raw pixels")
+    return record
 
 
-def knee(front: pd.DataFrame, min_gain: float = 1.0) -> int:
-    """The index of the knee of a :func:`pareto_front`: the first row after which no step
-    along the front gains ``min_gain`` points per minute or more."""
-    gains = front["gain per minute"].to_numpy()
-    for i in range(len(front)):
-        if not (gains[i + 1 :] >= min_gain).any():
-            return int(front.index[i])
-    return int(front.index[-1])
+def speedrun_numbers(out: dict[str, Any], budget: float = 60.0) -> dict[str, Any]:
+    """What the reproducibility page quotes from the speedrun, by glue name (without the page's
+    prefix): the header, each split's baselines, the ladder's first and last step per method, the
+    record at ``budget`` seconds (the largest budget not above it, else the smallest) and the
+    record's most accurate point, and the comparison with the usual pipeline."""
+    rows = out["rows"]
+    values: dict[str, Any] = {
+        "speedrun_hardware": out["hardware"],
+        "speedrun_date": out["date"],
+        "speedrun_validation": f"{out['validation']:,}",
+    }
+    for split in ("validation", "test"):
+        values[f"{split}_pixels"] = _speedrun_baseline(out, split, "raw pixels")
+        values[f"{split}_random"] = _speedrun_baseline(out, split, "random encoder, the chosen")
+        values[f"{split}_random_before"] = _speedrun_baseline(
+            out, split, "random encoder, the previous"
+        )
+    steps = []
+    for method in out["methods"]:
+        ladder = [r for r in rows if r["group"] == "ladder" and r["method"] == method]
+        if ladder:
+            first, last = ladder[0], ladder[-1]
+            steps.append(
+                f"{method}: {first['linear_accuracy']:.2f}% in {first['train_seconds']:.0f} s before, "
+                f"{last['linear_accuracy']:.2f}% in {last['train_seconds']:.0f} s after"
+            )
+    values["ladder_text"] = "; ".join(steps) or "the ladder was not run"
+    record = speedrun_record(out)
+    within = record[record["budget"] <= budget]
+    at = within.iloc[-1] if len(within) else record.iloc[0]
+    values["record_60"] = (
+        f"{at['linear_mean']:.2f}% [{at['linear_low']:.2f}, {at['linear_high']:.2f}] within "
+        f"{int(at['budget'])} s ({at['method']}, {_plural(int(at['epochs']), 'epoch')}, "
+        f"{at['seconds_mean']:.0f} s of training, {int(at['seeds'])} seeds; "
+        f"{at['over pixels']:+.2f} points over the pixels)"
+    )
+    best = record.loc[record["linear_mean"].idxmax()]
+    values["record_best"] = (
+        f"{best['linear_mean']:.2f}% [{best['linear_low']:.2f}, {best['linear_high']:.2f}] in "
+        f"{best['seconds_mean']:.0f} s ({best['method']}, {_plural(int(best['epochs']), 'epoch')})"
+    )
+    peer = [r for r in rows if r["group"] == "peer"]
+    if len(peer) == 2:
+        ours, usual = peer
+        values["peer_text"] = (
+            f"for the same {int(ours['steps']):,} steps our trainer took {ours['train_seconds']:.0f} s "
+            f"and reached {ours['linear_accuracy']:.2f}% on the held-out images; the usual pipeline "
+            f"({usual['label'].removeprefix('usual: ')}) took {usual['train_seconds']:.0f} s and "
+            f"reached {usual['linear_accuracy']:.2f}%: "
+            f"{usual['train_seconds'] / ours['train_seconds']:.1f} times as long for the same training"
+        )
+    else:
+        values["peer_text"] = "the comparison was not run (`--stages peer`)"
+    return values
 
 
-def recipe_figure(table: pd.DataFrame) -> Any:
-    """The recipe study's accuracy against training seconds (a matplotlib figure).
-
-    ``table`` as :func:`recipe_table` returns it: each method's epoch sweep as a line, the
-    width-48 points, every one-knob point in grey, the raw-pixel and random-encoder probes and
-    the pixels + 2 points target as horizontal lines; error bars are 1.96 binomial s.e.
-    """
+def speedrun_figure(out: dict[str, Any]) -> Any:
+    """Linear-probe accuracy against training seconds (log scale), two panels: the choice on the
+    validation split (each method's frontier with 1.96 binomial s.e., the ladder, the changes
+    tried and not kept) and the record on the test set (each budget's mean and 95% interval over
+    seeds, the budgets as dotted lines); the raw-pixel and random-encoder probes of each split as
+    horizontal lines. ``out``: :func:`speedrun_results`."""
     from negatives import show
 
-    fig, ax = show.subplots(height=5.6)
-    styles = {"simclr": show.series(0).kw(), "moco": show.series(1).kw()}
-    trained = table[table["group"] != "baseline"]
-    for method, style in styles.items():
-        steps = trained[(trained["group"] == "steps") & (trained["method"] == method)]
-        ax.errorbar(
-            steps["train s"], steps["linear %"], yerr=1.96 * steps["s.e."], capsize=3,
-            label=f"{method}, width 32: " + ", ".join(steps["recipe"].str.split().str[0]) + " epochs",
-            **style,
+    fig, (left, right) = show.subplots(1, 2, height=4.6)
+    rows = out["rows"]
+    for i, method in enumerate(out["methods"]):
+        style = show.series(i).kw()
+        pts = sorted((r for r in rows if r["group"] == "frontier" and r["method"] == method),
+                     key=lambda r: r["train_seconds"])  # fmt: skip
+        if pts:
+            left.errorbar([p["train_seconds"] for p in pts], [p["linear_accuracy"] for p in pts],
+                          yerr=[1.96 * p["linear_se"] for p in pts], capsize=2,
+                          label=f"{method}: the chosen recipe, 1 epoch and more", **style)  # fmt: skip
+        ladder = [r for r in rows if r["group"] == "ladder" and r["method"] == method]
+        if ladder:
+            left.plot([p["train_seconds"] for p in ladder], [p["linear_accuracy"] for p in ladder],
+                      color=style["color"], marker="x", linestyle=":",
+                      label=f"{method}: the ladder, one change at a time")  # fmt: skip
+    tried = [r for r in rows if r["group"] == "tried"]
+    if tried:
+        left.scatter([p["train_seconds"] for p in tried], [p["linear_accuracy"] for p in tried],
+                     color=show.GRAY, s=14, zorder=3, label="tried, not kept")  # fmt: skip
+    summary = out.get("record", [])
+    if summary:
+        right.errorbar(
+            [s["seconds_mean"] for s in summary], [s["linear_mean"] for s in summary],
+            yerr=[[s["linear_mean"] - s["linear_low"] for s in summary],
+                  [s["linear_high"] - s["linear_mean"] for s in summary]],
+            capsize=3, label="the record: mean, 95% interval over seeds", **show.series(2).kw(),
         )  # fmt: skip
-    wide = trained[trained["recipe"].str.contains("width 48")].sort_values("train s")
-    ax.errorbar(
-        wide["train s"], wide["linear %"], yerr=1.96 * wide["s.e."], capsize=3, color=show.PALETTE[2],
-        marker="D", ls="none", label="width 48 (the book's recipe and longer)",
-    )  # fmt: skip
-    knobs = trained[~trained["group"].isin(["steps"]) & ~trained.index.isin(wide.index)]
-    ax.scatter(knobs["train s"], knobs["linear %"], color=show.GRAY, s=14, zorder=3,
-               label="one knob changed (see the table)")  # fmt: skip
-    pixels = float("nan")
-    for name, ls in (("raw pixels", "--"), ("random", ":")):
-        row = table[(table["group"] == "baseline") & table["recipe"].str.startswith(name)]
-        if len(row):
-            value = float(row["linear %"].iloc[0])
-            pixels = value if name == "raw pixels" else pixels
-            ax.axhline(value, color="k", ls=ls, lw=1, label=row["recipe"].iloc[0])
-    if pixels == pixels:
-        ax.axhline(
-            pixels + 2, color=show.PALETTE[1], ls="-.", lw=1.5, label="raw pixels + 2 points"
-        )
-    ax.set_xscale("log")
-    ax.set_xlabel("training time per encoder (s, wall clock)")
-    ax.set_ylabel("linear-probe test accuracy (%)")
-    ax.grid(alpha=0.3, which="both")
+        for s in summary:
+            right.axvline(s["budget"], color=show.GRAY, linewidth=0.8, linestyle=":")
+    for ax, split in ((left, "validation"), (right, "test")):
+        base = [r for r in rows if r["group"] == "baseline" and r["split"] == split]
+        for b, ls in zip(base, ("--", "-.", ":"), strict=False):
+            ax.axhline(b["linear_accuracy"], color="k", linestyle=ls, linewidth=1,
+                       label=b["label"])  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel("training time per encoder (s)")
+        ax.set_ylabel(f"linear probe, {split} accuracy (%)")
+    left.set_title("choosing: held-out training images")
+    right.set_title("the record: test set")
     show.legend_below(fig, ncols=1)
     return fig
 

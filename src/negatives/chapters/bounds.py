@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from negatives import bounds, stats
+from negatives import bounds, probes, stats
 from negatives import config as cfg
 from negatives import verdicts as vd
 from negatives.chapters import kscan
@@ -377,6 +377,8 @@ def run(P: Params, store: RunStore | None = None) -> dict[str, Any]:
             "kinds": kinds,
             "labels": {k: kscan.data_label(rows, k) for k in kinds},
         }
+        if "image" in kinds:  # what the image encoders' probes are measured against
+            T["baselines"] = probes.baselines(P.scan.base_config(), P.scan.load_probe_data(), store)
         T["verdicts"] = claims(T)
         return T
 
@@ -565,6 +567,10 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
         out[f"bounds_{kind}_modes"] = " and ".join(modes[m] for m in sorted(set(g["mode"])))
     out["bounds_latent_c"] = int(rows.loc[rows["data"] == "latent", "num_classes"].iloc[0])
 
+    # what the image encoders learn: the largest K's probe (first mode) against the baselines
+    out.update(learned_numbers("bounds", rows, T.get("baselines")))
+    out["bounds_image_epochs"] = P.scan.epochs
+
     acc = verdict_rows[verdict_rows["key"] == "accuracy"]
     out["bounds_max_slope_half_width"] = float(((acc["high"] - acc["low"]) / 2).max())
     lr_rows = rows[rows["data"] == "image"].drop_duplicates("batch_size").sort_values("batch_size")
@@ -632,6 +638,30 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
     out["bounds_rerun"] = P.papermill_command("bounds")
     out["bounds_figure_runs"] = json.dumps(figure_runs(P, T))
     return out
+
+
+def learned_numbers(
+    prefix: str, rows: pd.DataFrame, baselines: dict[str, dict[str, Any]] | None
+) -> dict[str, float]:
+    """``<prefix>_image_top_accuracy``: the mean linear probe of the image encoders at the
+    largest K (the first mode of the scan), ``<prefix>_pixels`` and ``<prefix>_random``: the
+    raw-pixel and random-encoder probes, and the gains over both (points; NaN without image
+    runs)."""
+    image = rows[rows["data"] == "image"]
+    if baselines is None or not len(image):
+        nan = math.nan
+        top = pixels = random = nan
+    else:
+        g = image[image["mode"] == image["mode"].iloc[0]]
+        top = float(g.loc[g["K"] == g["K"].max(), "linear_accuracy"].mean())
+        pixels, random = (float(m["linear_accuracy"]) for m in baselines.values())
+    return {
+        f"{prefix}_image_top_accuracy": top,
+        f"{prefix}_pixels": pixels,
+        f"{prefix}_random": random,
+        f"{prefix}_gain_pixels": top - pixels,
+        f"{prefix}_gain_random": top - random,
+    }
 
 
 def figure_runs(P: Params, T: dict[str, Any]) -> dict[str, list[str]]:
