@@ -52,10 +52,11 @@ from typing import Any
 import torch
 
 from negatives import probes, show, stats
-from negatives.book import speedrun_figure
+from negatives.chapters.reproducibility import speedrun_figure
 from negatives.data import Dataset, load_dataset
+from negatives.runner import run
 from negatives.runs import RunStore
-from negatives.train import TrainConfig, run
+from negatives.train import TrainConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STAGES: tuple[str, ...] = ("select", "record", "peer")

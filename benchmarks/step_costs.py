@@ -1,6 +1,7 @@
 """What the cheap parts of a MoCo step cost, as a share of the step.
 
-A MoCo v2 step of the book's setting (small CNN of width 48, batch 256, queue 4096, Fashion-MNIST) does
+A MoCo v2 step of the book's setting (its encoder, ``config.BOOK_ENCODER``: a small CNN of width 32
+with features on a 2x2 grid; batch 256, queue 4096, Fashion-MNIST) does
 more than the encoder's forward and backward passes: the band regimes rank each query's queue
 (``negatives.filters.band_mask``), the same-class-by-rank log ranks the queue of 64 queries
 every ``RANK_LOG_EVERY`` steps, and shuffle-BN splits the batch norm into groups. This measures
@@ -31,15 +32,10 @@ from pathlib import Path
 import torch
 
 from negatives import filters
-from negatives.config import resolve_device
+from negatives.config import BOOK_ENCODER, resolve_device
 from negatives.data import load_dataset
-from negatives.train import (
-    RANK_LOG_EVERY,
-    RANK_LOG_QUERIES,
-    TrainConfig,
-    _rank_bin_same_class,
-    train,
-)
+from negatives.epochs import RANK_LOG_EVERY, RANK_LOG_QUERIES, _rank_bin_same_class
+from negatives.train import TrainConfig, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BANDS = {
@@ -76,7 +72,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=60, help="training steps per variant (one epoch)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--queue-size", type=int, default=4096)
-    p.add_argument("--width", type=int, default=48, help="of the small CNN (the book's: 48)")
+    book_width = int(BOOK_ENCODER["width"])
+    p.add_argument(
+        "--width", type=int, default=book_width, help=f"of the small CNN (the book's: {book_width})"
+    )
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-root", default=None)
     p.add_argument("--json", default=None)
@@ -88,6 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
     base = TrainConfig(
         method="moco",
         width=args.width,
+        feature_grid=int(BOOK_ENCODER["feature_grid"]),
+        min_scale=float(BOOK_ENCODER["min_scale"]),
         epochs=2,
         batch_size=args.batch_size,
         queue_size=args.queue_size,

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from negatives import runs, sweep
-from negatives.train import Workers
+from negatives.runner import Workers
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -14,24 +14,17 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from negatives.book import (
-    MATHJAX,
-    TIMING_WORDS,
-    BookBuildError,
-    Chapter,
-    build,
-    compare_glued,
-    glued_values,
+from negatives.book import MATHJAX, build, main
+from negatives.chapters import bounds, coupon, difficulty, more_negatives, treatments
+from negatives.chapters.reproducibility import (
     hardware_table,
-    main,
-    parse_params,
-    read_toc,
     speedrun_numbers,
     speedrun_record,
     timings_table,
-    toc_chapters,
 )
-from negatives.chapters import bounds, coupon, difficulty, more_negatives, treatments
+from negatives.config import parse_params
+from negatives.glue import TIMING_WORDS, compare_glued, glued_values
+from negatives.toc import BookBuildError, Chapter, read_toc, toc_chapters
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -480,7 +473,7 @@ def test_smoke_book_lists_the_runs_behind_each_figure(smoke_book: Path) -> None:
     """Each chapter glues the run ids behind its figures; the reproducibility page lists them,
     and each is a finished run in the cache."""
 
-    from negatives.book import figure_runs
+    from negatives.glue import figure_runs
 
     table = figure_runs(smoke_book)
     for chapter in _built_chapters(smoke_book):

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from negatives import pages, show
-from negatives.book import MATHJAX, read_toc, toc_chapters
+from negatives.book import MATHJAX
 from negatives.pages import BrowserMissing, Problem, check_site, main, site_pages
+from negatives.toc import read_toc, toc_chapters
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -39,7 +39,7 @@ def test_train_is_the_module_and_its_function_keeps_its_names() -> None:
     assert negatives.train.__name__ == "negatives.train"
     assert negatives.train.train is train is negatives.train_encoder
     assert (
-        negatives.run is negatives.train.run
+        negatives.run is negatives.runner.run
         and negatives.TrainConfig is negatives.train.TrainConfig
     )
     assert negatives.augment.augment is importlib.import_module("negatives.augment").augment

@@ -14,23 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from negatives import book
-from negatives.book import (
-    LATEX_DIR,
-    LATEX_TOOLS,
-    PDF,
-    PDF_PAGES,
-    BookBuildError,
-    check_latex_tools,
-    is_latex_table,
-    latex_errors,
-    missing_characters,
-    page_title,
-    pin_table,
-    read_toc,
-    tex_math,
-    toc_chapters,
-)
+from negatives import book, latex
+from negatives.book import LATEX_DIR, LATEX_TOOLS, PDF, PDF_PAGES, check_latex_tools
+from negatives.glue import page_title
+from negatives.latex import is_latex_table, latex_errors, missing_characters, pin_table, tex_math
+from negatives.toc import GENERATED, BookBuildError, read_toc, toc_chapters
 
 REPO = Path(__file__).resolve().parents[1]
 POPPLER = ("pdfinfo", "pdftotext", "pdfimages", "pdffonts", "pdftoppm")
@@ -206,10 +194,10 @@ def test_missing_characters_lists_each_character_once() -> None:
 
 def test_latex_failure_names_the_log_and_shows_its_tail(tmp_path: Path) -> None:
     log_path = tmp_path / "book.log"
-    message = book._latex_failure(log_path, TEX_LOG, "latexmk output")
+    message = latex._latex_failure(log_path, TEX_LOG, "latexmk output")
     assert str(log_path) in message and "Missing { inserted." in message
     assert message.rstrip().endswith("Output written on book.xdv (25 pages, 530572 bytes).")
-    assert "wrote no" in book._latex_failure(log_path, "", "latexmk: xelatex not found")
+    assert "wrote no" in latex._latex_failure(log_path, "", "latexmk: xelatex not found")
 
 
 def test_tex_math_braces_bare_operator_scripts_only() -> None:
@@ -241,7 +229,7 @@ def test_pdf_without_tex_fails_before_executing_anything(monkeypatch, tmp_path: 
     (tmp_path / book.MATHJAX).write_text("")
     with pytest.raises(BookBuildError, match="xelatex"):
         book.build(root=tmp_path, profile="smoke", pdf=True)
-    assert not (tmp_path / book.GENERATED).exists()
+    assert not (tmp_path / GENERATED).exists()
 
 
 def test_mime_priorities_pick_vector_figures_and_tables_per_builder() -> None:
@@ -264,5 +252,5 @@ def test_config_builds_the_pdf_with_xelatex_as_book_tex() -> None:
     config = yaml.safe_load((REPO / "_config.yml").read_text())
     assert config["latex"]["latex_engine"] == "xelatex"
     assert config["latex"]["latex_documents"]["targetname"] == f"{book.LATEX_TARGET}.tex"
-    assert "negatives.book" in config["sphinx"]["config"]["extensions"]
+    assert "negatives.latex" in config["sphinx"]["config"]["extensions"]
     assert config["sphinx"]["config"]["latex_use_xindy"] is False

@@ -19,10 +19,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from negatives import runs, sweep, train
+from negatives import runner, runs, sweep
 from negatives.chapters import difficulty
+from negatives.checkpoint import Checkpoint
 from negatives.data import load_dataset
-from negatives.train import TrainConfig, Workers
+from negatives.runner import Workers
+from negatives.train import train
+from negatives.trainconfig import TrainConfig
 
 PY = sys.executable
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -73,7 +76,7 @@ def test_plan_lists_every_run_once_with_what_a_worker_needs(digits, tmp_path) ->
     assert back == plan
     e = back[0]
     assert load_dataset(**e.data).fingerprint == e.fingerprint == digits.fingerprint
-    assert e.execution["cpu_threads"] == 1 and e.execution["trainer"] == train.TRAINER_VERSION
+    assert e.execution["cpu_threads"] == 1 and e.execution["trainer"] == runner.TRAINER_VERSION
     assert e.run_id == runs.config_hash(e.config, digits.fingerprint, execution=e.execution)
 
 
@@ -192,7 +195,7 @@ def test_a_killed_worker_run_resumes_on_the_next_worker(digits, tmp_path) -> Non
     rid = plan[0].run_id
     first = _worker(path, res)
     deadline = time.time() + 120
-    while train.Checkpoint.finished_epochs(store.run_dir(rid) / "checkpoint.pt", config) < 2:
+    while Checkpoint.finished_epochs(store.run_dir(rid) / "checkpoint.pt", config) < 2:
         assert time.time() < deadline and first.poll() is None, "the worker ended early"
         time.sleep(0.2)
     first.send_signal(signal.SIGKILL)
@@ -209,7 +212,7 @@ def test_a_killed_worker_run_resumes_on_the_next_worker(digits, tmp_path) -> Non
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)  # the plan's threads: the same run id and the same arithmetic
-        whole = train.run(config, digits, runs.RunStore(tmp_path / "whole"), progress=False)
+        whole = runner.run(config, digits, runs.RunStore(tmp_path / "whole"), progress=False)
     finally:
         torch.set_num_threads(before)
     assert whole.run_id == rid
@@ -339,8 +342,8 @@ def test_bad_executor_parameters_are_named() -> None:
 @pytest.fixture
 def two_runs(digits, tmp_path):
     store = runs.RunStore(tmp_path)
-    a = train.run(_config(seed=0), digits, store, progress=False)
-    b = train.run(_config(seed=1), digits, store, progress=False)
+    a = runner.run(_config(seed=0), digits, store, progress=False)
+    b = runner.run(_config(seed=1), digits, store, progress=False)
     return store, a, b
 
 
@@ -354,11 +357,11 @@ def test_swapped_results_and_models_are_refused(digits, two_runs) -> None:
         tmp.rename(db / name)
     assert store.result(a.run_id) is None and store.result(b.run_id) is None
     assert (da / "result.json.corrupt").exists()
-    again = train.run(_config(seed=0), digits, store, progress=False)
+    again = runner.run(_config(seed=0), digits, store, progress=False)
     assert again.result["history"]["loss"] == a.result["history"]["loss"]
     # only model.pt swapped: the result's sha256 does not match
     store2 = runs.RunStore(store.root)
-    b2 = train.run(_config(seed=1), digits, store2, progress=False)
+    b2 = runner.run(_config(seed=1), digits, store2, progress=False)
     da, db = store2.run_dir(again.run_id), store2.run_dir(b2.run_id)
     (da / "model.pt").rename(da / "swap")
     (db / "model.pt").rename(da / "model.pt")
@@ -375,36 +378,36 @@ def test_a_truncated_model_is_noticed_even_with_cached_evaluations(digits, two_r
     fresh = runs.RunStore(store.root)  # another process: nothing verified yet
     assert fresh.result(a.run_id) is None
     assert list(store.run_dir(a.run_id).glob("eval-*.json")) == []  # set aside with the model
-    again = train.run(_config(seed=0), digits, fresh, progress=False)
+    again = runner.run(_config(seed=0), digits, fresh, progress=False)
     again.evaluate("probe", {"k": 1}, lambda: calls.append(1) or {"acc": 1.0})
     assert len(calls) == 2
     # truncated, without evaluations: retrained, no crash when the model is loaded
     model = store.run_dir(b.run_id) / "model.pt"
     model.write_bytes(b"")
-    r = train.run(_config(seed=1), digits, runs.RunStore(store.root), progress=False)
+    r = runner.run(_config(seed=1), digits, runs.RunStore(store.root), progress=False)
     assert r.load_model() is not None
 
 
 def test_a_checkpoint_missing_keys_is_set_aside(digits, tmp_path) -> None:
     store = runs.RunStore(tmp_path)
     config = _config(epochs=3)
-    train.train(config, digits, checkpoint=tmp_path / "c.pt", progress=False, stop_after_epochs=1)
+    train(config, digits, checkpoint=tmp_path / "c.pt", progress=False, stop_after_epochs=1)
     state = torch.load(tmp_path / "c.pt", weights_only=False)
     del state["generators"]
-    rid = runs.config_hash(config, digits.fingerprint, execution=train.execution(config))
+    rid = runs.config_hash(config, digits.fingerprint, execution=runner.execution(config))
     store.run_dir(rid).mkdir(parents=True)
     torch.save(state, store.run_dir(rid) / "checkpoint.pt")
-    r = train.run(config, digits, store, progress=False)
+    r = runner.run(config, digits, store, progress=False)
     assert (store.run_dir(rid) / "checkpoint.pt.corrupt").exists()
     assert len(r.history["loss"]) == 3
     # and the re-run reuses it
-    assert train.run(config, digits, store, progress=False).result == r.result
+    assert runner.run(config, digits, store, progress=False).result == r.result
 
 
 def test_leftover_temporary_files_are_cleaned(digits, tmp_path) -> None:
     store = runs.RunStore(tmp_path)
     config = _config(epochs=1)
-    rid = runs.config_hash(config, digits.fingerprint, execution=train.execution(config))
+    rid = runs.config_hash(config, digits.fingerprint, execution=runner.execution(config))
     run_dir = store.run_dir(rid)
     run_dir.mkdir(parents=True)
     stale = run_dir / ".model.pt.abc.tmp"
@@ -415,15 +418,15 @@ def test_leftover_temporary_files_are_cleaned(digits, tmp_path) -> None:
     os.utime(old, (time.time() - 2 * runs.TEMPORARY_MAX_AGE_SECONDS,) * 2)
     young = tmp_path / "cache" / ".y.json.ghi.tmp"  # another writer's, being written now
     young.write_text("{")
-    train.sweep([config], digits, store, progress=False)
+    runner.sweep([config], digits, store, progress=False)
     assert not stale.exists() and not old.exists() and young.exists()
 
 
 def test_the_trainer_version_is_part_of_a_run_identity(digits, tmp_path, monkeypatch) -> None:
     store = runs.RunStore(tmp_path)
-    first = train.run(_config(epochs=1), digits, store, progress=False)
-    monkeypatch.setattr(train, "TRAINER_VERSION", train.TRAINER_VERSION + 1)
-    second = train.run(_config(epochs=1), digits, store, progress=False)
+    first = runner.run(_config(epochs=1), digits, store, progress=False)
+    monkeypatch.setattr(runner, "TRAINER_VERSION", runner.TRAINER_VERSION + 1)
+    second = runner.run(_config(epochs=1), digits, store, progress=False)
     assert second.run_id != first.run_id
     assert second.result["execution"]["trainer"] == first.result["execution"]["trainer"] + 1
 

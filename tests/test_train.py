@@ -11,29 +11,27 @@ import torch.nn.functional as F
 
 from negatives import augment, filters, runs
 from negatives import config as cfg
+from negatives import memory as memory_module
 from negatives import train as train_module
 from negatives.data import load_dataset
+from negatives.memory import device_memory
 from negatives.models import SplitBatchNorm, split_batchnorm
 from negatives.queue import Queue
+from negatives.runner import TRAINER_VERSION, execution, run, sweep
 from negatives.train import (
     MOCO_BN_GROUPS,
-    TRAINER_VERSION,
     Batch,
     Checkpoint,
     Encoder,
     TrainConfig,
     TrainingDiverged,
-    device_memory,
     estimate_memory,
-    execution,
     fill_queue,
     moco_step,
     model_for,
-    run,
     shuffled_keys,
     simclr_step,
     stream_generator,
-    sweep,
     train,
 )
 
@@ -422,7 +420,7 @@ def no_allocation(monkeypatch):
         raise AssertionError("the run allocated its models and queue before refusing")
 
     monkeypatch.setattr(train_module, "_build_models", refuse)
-    monkeypatch.setattr(train_module, "device_memory", lambda device: 24 * 10**9)
+    monkeypatch.setattr(memory_module, "device_memory", lambda device: 24 * 10**9)
 
 
 def test_a_queue_too_large_for_the_machine_is_refused_by_name(digits, no_allocation) -> None:

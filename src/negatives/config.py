@@ -191,3 +191,24 @@ def parse_list(name: str, text: str) -> Any:
         except (ValueError, SyntaxError):
             raise ValueError(f"{name}={text!r} is not a valid list, e.g. '[1, 2, 3]'") from None
     return [part.strip() for part in stripped.split(",") if part.strip()]
+
+
+def parse_params(items: Sequence[str]) -> dict[str, Any]:
+    """``["K=64", "device=cuda", "ks=[1, 2]"]`` -> ``{"K": 64, "device": "cuda", "ks": [1, 2]}``.
+
+    Values are Python literals where they parse as one (numbers, ``None``, ``True``, lists),
+    otherwise strings, as papermill's ``-p`` does.
+    """
+    params: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise ValueError(f"param={item!r} must look like NAME=VALUE")
+        if name == "profile":
+            raise ValueError("param=profile is not allowed here; use --profile")
+        try:
+            params[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            params[name] = text
+    return params

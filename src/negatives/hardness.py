@@ -21,8 +21,9 @@ from torch import Tensor, nn
 
 from negatives import config as cfg
 from negatives import filters, probes
+from negatives.epochs import RANK_BIN_EDGES
+from negatives.runner import Run
 from negatives.stats import mean_interval
-from negatives.train import RANK_BIN_EDGES, Run
 
 # The fractions of keys that are consistently hard / easy / never hard, each with its null's.
 FRACTIONS: tuple[str, ...] = (

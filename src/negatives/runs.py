@@ -73,7 +73,7 @@ def config_hash(
     """Hash of a config (dataclass or mapping) and the data's fingerprint: the run's identity.
 
     ``execution`` adds what the config leaves open but the numbers depend on (the resolved
-    device and precision, the CPU thread count): see :func:`negatives.train.execution`.
+    device and precision, the CPU thread count): see :func:`negatives.runner.execution`.
     """
     payload: dict[str, Any] = {"config": config, "data": data_fingerprint}
     if execution is not None:

@@ -29,16 +29,14 @@ the cache as before. Workers that share a machine share its cores: each gets
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import functools
 import hashlib
-import importlib
 import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,10 +45,12 @@ import torch
 from tqdm import tqdm
 
 from negatives import config as cfg
-from negatives import runs, train
+from negatives import runner, runs
+from negatives.checkpoint import Checkpoint
 from negatives.data import Dataset, load_dataset
 from negatives.distributed import thread_share
-from negatives.train import TrainConfig, Workers
+from negatives.runner import Workers
+from negatives.trainconfig import TrainConfig
 
 TRAINING_CHAPTERS: tuple[str, ...] = ("difficulty", "bounds", "more_negatives", "treatments")
 # Options of the executor parameter that are ours, not submitit's: what the workers compute on.
@@ -73,7 +73,7 @@ class Entry:
 
     ``data`` holds the :func:`negatives.data.load_dataset` arguments (``Dataset.spec``);
     ``fingerprint`` is the data's content hash, which the worker checks after loading, and
-    ``execution`` what :func:`negatives.train.execution` must resolve to on the worker.
+    ``execution`` what :func:`negatives.runner.execution` must resolve to on the worker.
     """
 
     chapter: str
@@ -105,8 +105,14 @@ class Entry:
 
 
 def chapter_module(chapter: str) -> Any:
+    """The training chapter a command line names (``sweep plan difficulty``)."""
     cfg.check_choice("chapter", chapter, TRAINING_CHAPTERS)
-    return importlib.import_module(f"negatives.chapters.{chapter}")
+    # imported here: the chapters import this module for execute()
+    from negatives.chapters import bounds, difficulty, more_negatives, treatments
+
+    modules = {"difficulty": difficulty, "bounds": bounds, "more_negatives": more_negatives,
+               "treatments": treatments}  # fmt: skip
+    return modules[chapter]
 
 
 def entries(
@@ -120,7 +126,7 @@ def entries(
             raise ValueError(
                 f"data set {data.name!r} was not made by load_dataset: a worker cannot load it"
             )
-        how = train.execution(config, workers)
+        how = runner.execution(config, workers)
         run_id = runs.config_hash(config, data.fingerprint, execution=how)
         if run_id in seen:
             continue
@@ -181,13 +187,13 @@ class _DataCache:
 
 def run_entry(
     entry: Entry, store: runs.RunStore, data: _DataCache | None = None, *, wait: bool = True
-) -> train.Run | None:
+) -> runner.Run | None:
     """Train (or find) one entry in ``store``; None when another worker holds it and not
     ``wait``. Refuses, by name, a worker whose arithmetic is not the plan's."""
     threads = entry.execution.get("cpu_threads")
     if threads is not None and torch.get_num_threads() != threads:
         set_threads(int(threads))
-    here = train.execution(entry.config)
+    here = runner.execution(entry.config)
     if here != entry.execution:
         diff = {k: (entry.execution.get(k), here.get(k)) for k in {*here, *entry.execution}}
         diff = {k: v for k, v in diff.items() if v[0] != v[1]}
@@ -197,7 +203,7 @@ def run_entry(
             "--precision, --threads) or run it where it was planned"
         )
     data = data or _DataCache()
-    return train.run(entry.config, data.get(entry), store, progress=False, wait=wait)
+    return runner.run(entry.config, data.get(entry), store, progress=False, wait=wait)
 
 
 def work(
@@ -214,7 +220,7 @@ def work(
         set_threads(threads)
     store, data = runs.RunStore(results_dir), _DataCache()
     attempts = [functools.partial(run_entry, e, store, data, wait=False) for e in plan]
-    return {"finished": len(train.take_turns(attempts, store, desc=desc, progress=progress))}
+    return {"finished": len(runner.take_turns(attempts, store, desc=desc, progress=progress))}
 
 
 def worker_job(plan_path: str, results_dir: str, threads: int | None) -> dict[str, int]:
@@ -421,22 +427,26 @@ def _job_error(jobs: Sequence[Any]) -> str:
     return "every job ended without an error (see the job logs)"
 
 
-@contextlib.contextmanager
-def executed(
-    P: Any, chapter: str, store: runs.RunStore, *, progress: bool = True
-) -> Iterator[None]:
-    """The block in which a chapter's ``run`` reads its runs: with a ``local`` executor, the
-    runs are trained in this process as the chapter reaches them; otherwise the chapter's plan
-    is first trained by the executor's workers, and the block collects what they stored."""
+def execute(
+    P: Any,
+    chapter: str,
+    plan: Callable[[Any], Sequence[tuple[TrainConfig, Dataset]]],
+    store: runs.RunStore,
+    *,
+    progress: bool = True,
+) -> Workers | None:
+    """Have a chapter's runs trained as its execution parameters say, before it reads them.
+
+    With a ``local`` executor nothing happens here and ``None`` is returned: the chapter trains
+    each run as it reaches it. Otherwise the executor's workers first train ``plan(P)`` (the
+    chapter's plan function; ``chapter`` names the plan's entries), and the returned
+    :class:`Workers` are what the chapter hands to :func:`negatives.runner.sweep`, so that it
+    reads the runs under the ids they were trained with."""
     ex = Executor.from_params(P)
     machine = ex.machine()
-    if machine is None:
-        yield
-        return
-    plan = chapter_plan(chapter, P, machine)
-    ex.ensure(plan, store, progress=progress)
-    with train.computed_by(machine):
-        yield
+    if machine is not None:
+        ex.ensure(entries(chapter, plan(P), machine), store, progress=progress)
+    return machine
 
 
 # -- the command line ---------------------------------------------------------------------------
@@ -451,9 +461,7 @@ def _status(plan: Sequence[Entry], store: runs.RunStore) -> list[dict[str, Any]]
             holder = runs.RunLock(store.run_dir(e.run_id) / "lock").holder() or {}
             state = f"training ({holder.get('host')}:{holder.get('pid')})"
         else:
-            epochs = train.Checkpoint.finished_epochs(
-                store.run_dir(e.run_id) / "checkpoint.pt", e.config
-            )
+            epochs = Checkpoint.finished_epochs(store.run_dir(e.run_id) / "checkpoint.pt", e.config)
             state = f"interrupted after {epochs} epochs" if epochs else "missing"
         rows.append({"index": e.index, "run_id": e.run_id, "state": state, "run": e.label()})
     return rows

@@ -33,9 +33,10 @@ from negatives import verdicts as vd
 from negatives.chapters import kscan
 from negatives.chapters.params import ChapterParams, check_optional_int
 from negatives.data import Dataset, load_dataset
+from negatives.runner import Run, Workers
 from negatives.runs import RunStore
-from negatives.sweep import executed
-from negatives.train import Run, TrainConfig
+from negatives.sweep import execute
+from negatives.trainconfig import TrainConfig
 
 MAX_PASSES = 1000
 # bump when the evaluation (negatives.bounds.bound_inputs, terms_from_inputs) changes, so that
@@ -234,6 +235,7 @@ def scan_bounds(
     data: Dataset | None = None,
     probe_data: Dataset | None = None,
     eval_data: Dataset | None = None,
+    workers: Workers | None = None,
 ) -> pd.DataFrame:
     """Train (or reuse) the K-scan of ``kind`` and evaluate the bounds on every run.
 
@@ -268,7 +270,7 @@ def scan_bounds(
             f"{data.name!r}; the bound terms are evaluated on test batches of K+1 samples"
         )
     runs_, probe_rows = kscan.run_scan(
-        scan, data, store, desc=f"K-scan ({kind})", probe_data=probe_data
+        scan, data, store, desc=f"K-scan ({kind})", probe_data=probe_data, workers=workers
     )
     rows = []
     for run, (_, probe_row) in zip(runs_, probe_rows.iterrows(), strict=True):
@@ -364,23 +366,24 @@ def run(P: Params, store: RunStore | None = None) -> dict[str, Any]:
     """Every table of the chapter: the per-run ``rows`` of both scans, their ``summary`` over
     seeds, the ``upsilon`` and paper ``comparison`` tables, and the ``verdicts``."""
     store = store or P.store()
-    with executed(P, "bounds", store):
-        rows = pd.concat(
-            [scan_bounds(P, kind, store=store) for kind in DATA_KINDS], ignore_index=True
-        )
-        kinds = [k for k in DATA_KINDS if k in set(rows["data"])]
-        T = {
-            "rows": rows,
-            "summary": stats.summarize_over_seeds(rows, TERMS),
-            "upsilon": upsilon_table(rows),
-            "comparison": paper_comparison(rows),
-            "kinds": kinds,
-            "labels": {k: kscan.data_label(rows, k) for k in kinds},
-        }
-        if "image" in kinds:  # what the image encoders' probes are measured against
-            T["baselines"] = probes.baselines(P.scan.base_config(), P.scan.load_probe_data(), store)
-        T["verdicts"] = claims(T)
-        return T
+    workers = execute(P, "bounds", plan, store)
+    rows = pd.concat(
+        [scan_bounds(P, kind, store=store, workers=workers) for kind in DATA_KINDS],
+        ignore_index=True,
+    )
+    kinds = [k for k in DATA_KINDS if k in set(rows["data"])]
+    T = {
+        "rows": rows,
+        "summary": stats.summarize_over_seeds(rows, TERMS),
+        "upsilon": upsilon_table(rows),
+        "comparison": paper_comparison(rows),
+        "kinds": kinds,
+        "labels": {k: kscan.data_label(rows, k) for k in kinds},
+    }
+    if "image" in kinds:  # what the image encoders' probes are measured against
+        T["baselines"] = probes.baselines(P.scan.base_config(), P.scan.load_probe_data(), store)
+    T["verdicts"] = claims(T)
+    return T
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,9 +35,10 @@ import pandas as pd
 from negatives import config as cfg
 from negatives import probes, stats
 from negatives import verdicts as vd
-from negatives.book import parse_params
 from negatives.chapters.params import ChapterParams, Execution, ImageData, check_optional_int
 from negatives.data import DATASETS, Dataset
+from negatives.epochs import RANK_LOG_EVERY, RANK_LOG_QUERIES
+from negatives.experiment import train_and_probe
 from negatives.filters import band_fraction_kept
 from negatives.hardness import (
     FRACTIONS,
@@ -47,16 +48,11 @@ from negatives.hardness import (
     same_class_by_rank,
     same_class_summary,
 )
+from negatives.runner import Run, Workers
 from negatives.runs import RunStore
 from negatives.stats import mean_interval
-from negatives.sweep import executed
-from negatives.train import (
-    RANK_LOG_EVERY,
-    RANK_LOG_QUERIES,
-    Run,
-    TrainConfig,
-    sweep,
-)
+from negatives.sweep import execute
+from negatives.trainconfig import TrainConfig
 
 # The paper's four conditions, as [low, high) fractions of each query's ranked queue (hardest
 # first). ``all`` is trained with negatives="all" (the same set, without the sort).
@@ -429,10 +425,11 @@ def run_conditions(
     *,
     probe_data: Dataset | None = None,
     progress: bool = True,
+    workers: Workers | None = None,
 ) -> tuple[list[Run], pd.DataFrame]:
     """Train (or reuse from the cache) every condition of :meth:`Params.conditions`.
 
-    One progress bar for all runs (:func:`negatives.train.sweep`); each run's probes on frozen
+    One progress bar for all runs (:func:`negatives.runner.sweep`); each run's probes on frozen
     backbone features (:func:`negatives.probes.evaluate_model`, fitted on ``probe_data``'s
     training images, scored on its test images) are cached with the run.
 
@@ -446,33 +443,21 @@ def run_conditions(
     store = store or RunStore(P.results_dir)
     data = data if data is not None else P.load_data()
     probe_data = probe_data if probe_data is not None else P.load_probe_data()
-    conds = P.conditions()
-    device = cfg.resolve_device(P.device)  # features on the GPU when there is one
-    runs_ = sweep(
-        [c["config"] for c in conds], data, store, desc="difficulty runs", progress=progress
-    )
-    rows = []
-    for cond, r in zip(conds, runs_, strict=True):
-        metrics = probes.evaluate_run(r, probe_data, device=device)
+    labelled = []
+    for cond in P.conditions():
         band = cond["band"]
-        hist = r.history
-        rows.append(
-            {
-                "group": cond["group"],
-                "condition": cond["condition"],
-                "band_low": math.nan if band is None else band[0],
-                "band_high": math.nan if band is None else band[1],
-                "temperature": cond["temperature"],
-                "seed": cond["seed"],
-                "run_id": r.run_id,
-                "train_seconds": r.result["seconds"],
-                **metrics,
-                "loss": hist["loss"][-1],
-                "negatives_used": hist["negatives_used"][-1],
-                "same_class_kept": hist["same_class_fraction"][-1],
-            }
-        )
-    return runs_, pd.DataFrame(rows)
+        labels = {
+            "group": cond["group"],
+            "condition": cond["condition"],
+            "band_low": math.nan if band is None else band[0],
+            "band_high": math.nan if band is None else band[1],
+            "temperature": cond["temperature"],
+        }
+        labelled.append((labels, cond["config"]))
+    return train_and_probe(
+        labelled, data, store, probe_data=probe_data, desc="difficulty runs", progress=progress,
+        workers=workers,
+    )  # fmt: skip
 
 
 def run_baselines(P: Params, probe_data: Dataset, store: RunStore | None = None) -> pd.DataFrame:
@@ -727,24 +712,26 @@ def run(P: Params, store: RunStore | None = None, *, progress: bool = True) -> d
     ``same_class``, ``consistency``, ``consistency_summary`` and ``verdicts``.
     """
     store = store or RunStore(P.results_dir)
-    with executed(P, "difficulty", store):
-        data, probe_data = P.load_data(), P.load_probe_data()
-        runs_, per_run = run_conditions(P, store, data, probe_data=probe_data, progress=progress)
-        T: dict[str, Any] = {
-            "data": data,
-            "probe_data": probe_data,
-            "runs": runs_,
-            "per_run": per_run,
-        }
-        T["summary"] = summarize_conditions(per_run)
-        T["baselines"] = run_baselines(P, probe_data, store).set_index("baseline")
-        T["base_rate"] = base_rate(data.train_labels)
-        T["rank"] = same_class_by_rank(runs_, per_run, group="main", condition=REFERENCE)
-        T["same_class"] = same_class_summary(T["rank"], T["base_rate"])
-        T["consistency"] = run_consistency(P, runs_, per_run, data)
-        T["consistency_summary"] = consistency_summary(T["consistency"])
-        T["verdicts"] = claims(T)
-        return T
+    workers = execute(P, "difficulty", plan, store)
+    data, probe_data = P.load_data(), P.load_probe_data()
+    runs_, per_run = run_conditions(
+        P, store, data, probe_data=probe_data, progress=progress, workers=workers
+    )
+    T: dict[str, Any] = {
+        "data": data,
+        "probe_data": probe_data,
+        "runs": runs_,
+        "per_run": per_run,
+    }
+    T["summary"] = summarize_conditions(per_run)
+    T["baselines"] = run_baselines(P, probe_data, store).set_index("baseline")
+    T["base_rate"] = base_rate(data.train_labels)
+    T["rank"] = same_class_by_rank(runs_, per_run, group="main", condition=REFERENCE)
+    T["same_class"] = same_class_summary(T["rank"], T["base_rate"])
+    T["consistency"] = run_consistency(P, runs_, per_run, data)
+    T["consistency_summary"] = consistency_summary(T["consistency"])
+    T["verdicts"] = claims(T)
+    return T
 
 
 def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
@@ -939,7 +926,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    P = Params.from_profile(args.profile, **parse_params(args.param))
+    P = Params.from_profile(args.profile, **cfg.parse_params(args.param))
     t0 = time.perf_counter()
     out = run(P)
     seconds = time.perf_counter() - t0

@@ -21,7 +21,6 @@ from typing import Any
 import pandas as pd
 
 from negatives import config as cfg
-from negatives import probes
 from negatives.chapters.params import (
     ChapterParams,
     Execution,
@@ -30,8 +29,10 @@ from negatives.chapters.params import (
     check_optional_int,
 )
 from negatives.data import DATASETS, Dataset, load_dataset
+from negatives.experiment import train_and_probe
+from negatives.runner import Run, Workers
 from negatives.runs import RunStore
-from negatives.train import Run, TrainConfig, sweep
+from negatives.trainconfig import TrainConfig
 
 MODES = ("batch", "mask")
 # How each mode is named in figures and sentences.
@@ -292,32 +293,21 @@ def run_scan(
     *,
     desc: str,
     probe_data: Dataset | None = None,
+    workers: Workers | None = None,
 ) -> tuple[list[Run], pd.DataFrame]:
     """Train (or reuse) every run of ``scan`` on ``data``; one row per run with the probes.
 
     The probes (:func:`negatives.probes.evaluate_model`, backbone features) are fitted on
     ``probe_data``'s training images (default: ``data``'s) and scored on its test images;
     each row has their accuracies and which test samples each got right (``*_correct``).
+    ``workers``: the executor's workers that trained the runs (:func:`negatives.sweep.execute`;
+    None: this process trains them).
     """
-    probe_data = data if probe_data is None else probe_data
-    runs_ = sweep([c for _, c in scan], data, store, desc=desc)
-    device = cfg.resolve_device(scan[0][1].device) if scan else "cpu"
-    rows = []
-    for (mode, config), r in zip(scan, runs_, strict=True):
-        metrics = probes.evaluate_run(r, probe_data, device=device)
-        rows.append(
-            {
-                "mode": mode,
-                "K": config.negatives_per_query,
-                "seed": config.seed,
-                "batch_size": config.batch_size,
-                "lr": config.lr,
-                "run_id": r.run_id,
-                "train_seconds": r.result["seconds"],
-                **metrics,
-            }
-        )
-    return runs_, pd.DataFrame(rows)
+    labelled = [
+        ({"mode": mode, "K": c.negatives_per_query, "batch_size": c.batch_size, "lr": c.lr}, c)
+        for mode, c in scan
+    ]
+    return train_and_probe(labelled, data, store, probe_data=probe_data, desc=desc, workers=workers)
 
 
 def data_label(rows: pd.DataFrame, kind: str) -> str:

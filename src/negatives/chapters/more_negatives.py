@@ -29,8 +29,9 @@ from negatives import verdicts as vd
 from negatives.chapters import kscan
 from negatives.chapters.params import ChapterParams, check_list
 from negatives.data import Dataset, zipf_probs
+from negatives.runner import Workers
 from negatives.runs import RunStore
-from negatives.sweep import executed
+from negatives.sweep import execute
 from negatives.train import TrainConfig
 
 PRIORS: tuple[str, ...] = ("uniform", "zipf")
@@ -379,6 +380,7 @@ def kscan_accuracy(
     store: Any = None,
     data: Any = None,
     probe_data: Any = None,
+    workers: Workers | None = None,
 ) -> pd.DataFrame:
     """Train (or reuse from the run cache) the K-scan of ``kind`` and probe every encoder.
 
@@ -406,7 +408,9 @@ def kscan_accuracy(
         data = scan_params.load_data() if data is None else data
         probe_data = scan_params.load_probe_data() if probe_data is None else probe_data
         scan = scan_params.configs()
-    _, df = kscan.run_scan(scan, data, store, desc=f"K-scan ({kind})", probe_data=probe_data)
+    _, df = kscan.run_scan(
+        scan, data, store, desc=f"K-scan ({kind})", probe_data=probe_data, workers=workers
+    )
     df.insert(0, "data", kind)
     df.insert(1, "dataset", data.name)
     df.insert(2, "num_classes", data.num_classes)
@@ -538,31 +542,32 @@ def run(P: Params, store: RunStore | None = None) -> dict[str, Any]:
     chapter 3 (``scan_rows``, ``acc``, ``comparisons``, ``scan_labels``, with ``scan_seconds``),
     and the ``verdicts`` (:func:`claims`)."""
     store = store or _store(P)  # the K-scan's run cache keeps the population optima too
-    with executed(P, "more_negatives", store):
-        t0 = time.perf_counter()
-        cases = QUADRATURE_CASES[: P.quadrature_cases]
-        T: dict[str, Any] = {
-            "quad": pd.DataFrame(theory.quadrature_check(cases, P.quadrature_samples, P.seed)),
-            "main": main_scan(P, store),
-            "variants": variant_scan(P, store),
-            "skew": skew_scan(P, store),
-            "grams": optimum_grams(P),
-        }
-        T["compute_seconds"] = time.perf_counter() - t0
-        T["timing"] = timing_table(pd.concat([T["main"], T["variants"]]))
-        t1 = time.perf_counter()
-        scan_rows = pd.concat(
-            [kscan_accuracy(P, kind, store=store) for kind in SCAN_KINDS], ignore_index=True
-        )
-        T["scan_seconds"] = time.perf_counter() - t1
-        T["scan_rows"] = scan_rows
-        T["acc"] = accuracy_summary(scan_rows)
-        T["comparisons"] = pd.concat(
-            [k_comparison(scan_rows, m, P.accuracy_margin) for m in METRICS], ignore_index=True
-        )
-        T["scan_labels"] = {kind: kscan.data_label(scan_rows, kind) for kind in SCAN_KINDS}
-        T["verdicts"] = claims(T)
-        return T
+    workers = execute(P, "more_negatives", plan, store)
+    t0 = time.perf_counter()
+    cases = QUADRATURE_CASES[: P.quadrature_cases]
+    T: dict[str, Any] = {
+        "quad": pd.DataFrame(theory.quadrature_check(cases, P.quadrature_samples, P.seed)),
+        "main": main_scan(P, store),
+        "variants": variant_scan(P, store),
+        "skew": skew_scan(P, store),
+        "grams": optimum_grams(P),
+    }
+    T["compute_seconds"] = time.perf_counter() - t0
+    T["timing"] = timing_table(pd.concat([T["main"], T["variants"]]))
+    t1 = time.perf_counter()
+    scan_rows = pd.concat(
+        [kscan_accuracy(P, kind, store=store, workers=workers) for kind in SCAN_KINDS],
+        ignore_index=True,
+    )
+    T["scan_seconds"] = time.perf_counter() - t1
+    T["scan_rows"] = scan_rows
+    T["acc"] = accuracy_summary(scan_rows)
+    T["comparisons"] = pd.concat(
+        [k_comparison(scan_rows, m, P.accuracy_margin) for m in METRICS], ignore_index=True
+    )
+    T["scan_labels"] = {kind: kscan.data_label(scan_rows, kind) for kind in SCAN_KINDS}
+    T["verdicts"] = claims(T)
+    return T
 
 
 # ---------------------------------------------------------------------------------------------

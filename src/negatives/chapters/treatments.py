@@ -50,9 +50,11 @@ from negatives.chapters.params import (
     check_optional_int,
 )
 from negatives.data import DATASETS, Dataset
+from negatives.experiment import train_and_probe
+from negatives.runner import Run, Workers
 from negatives.runs import RunStore
-from negatives.sweep import executed
-from negatives.train import Run, TrainConfig, sweep
+from negatives.sweep import execute
+from negatives.trainconfig import TrainConfig
 
 METHODS = ("moco", "simclr")
 DATA_KINDS = ("image", "latent")
@@ -431,7 +433,11 @@ def plan(P: Params) -> list[tuple[TrainConfig, Dataset]]:
 
 
 def run_bench(
-    P: Params, store: RunStore, data: dict[str, Dataset], probe_data: dict[str, Dataset]
+    P: Params,
+    store: RunStore,
+    data: dict[str, Dataset],
+    probe_data: dict[str, Dataset],
+    workers: Workers | None = None,
 ) -> tuple[list[Run], pd.DataFrame]:
     """Train (or reuse) every run of :meth:`Params.runs` and probe it (cached with the run).
 
@@ -441,39 +447,26 @@ def run_bench(
     class) and ``same_class_weight`` (share of the softmax's negative weight on them);
     ``shared``: whether chapter 2 or 3 trains the same run.
     """
-    rows_in = P.runs()
-    runs_: list[Run] = []
-    for kind in DATA_KINDS:  # one progress bar per data set (sweep trains on one)
-        mine = [r for r in rows_in if r["kind"] == kind]
-        if mine:
-            runs_ += sweep([r["config"] for r in mine], data[kind], store, desc=f"{kind} bench")
-    order = [r for kind in DATA_KINDS for r in rows_in if r["kind"] == kind]
-    device = cfg.resolve_device(P.device)
     shared = shared_runs(P)
-    rows = []
-    for spec, run_ in zip(order, runs_, strict=True):
-        kind, hist = spec["kind"], run_.history
-        metrics = probes.evaluate_run(run_, probe_data[kind], device=device)
-        rows.append(
-            {
-                "bench": bench_label(spec["bench"], _data_name(data[kind])),
-                "method": spec["bench"][0],
-                "kind": kind,
-                "K": spec["bench"][2],
-                "num_classes": data[kind].num_classes,
-                "treatment": spec["treatment"],
-                "seed": spec["seed"],
-                "run_id": run_.run_id,
-                "train_seconds": run_.result["seconds"],
-                "shared": spec["config"] in shared,
-                **metrics,
-                "loss": hist["loss"][-1],
-                "negatives_used": hist["negatives_used"][-1],
-                "same_class_kept": hist["same_class_fraction"][-1],
-                "same_class_weight": hist.get("same_class_weight", [math.nan])[-1],
-            }
-        )
-    return runs_, pd.DataFrame(rows)
+    runs_: list[Run] = []
+    tables = []
+    for kind in DATA_KINDS:  # one progress bar per data set (sweep trains on one)
+        mine = [r for r in P.runs() if r["kind"] == kind]
+        if not mine:
+            continue
+        labelled = [
+            ({"bench": bench_label(r["bench"], _data_name(data[kind])), "method": r["bench"][0],
+              "kind": kind, "K": r["bench"][2], "num_classes": data[kind].num_classes,
+              "treatment": r["treatment"], "shared": r["config"] in shared}, r["config"])
+            for r in mine
+        ]  # fmt: skip
+        got, table = train_and_probe(
+            labelled, data[kind], store, probe_data=probe_data[kind], desc=f"{kind} bench",
+            workers=workers,
+        )  # fmt: skip
+        runs_ += got
+        tables.append(table)
+    return runs_, pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
 def _data_name(data: Dataset) -> str:
@@ -632,9 +625,9 @@ def claims(T: dict[str, Any], margin: float = difficulty.PAPER_MARGIN) -> pd.Dat
 
 def book_verdicts(root: str | Path = ".", own: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every claim of the book with its verdict: each executed chapter's glued verdicts
-    (:func:`negatives.book.verdict_summary`, in reading order; chapters not executed in this
+    (:func:`negatives.glue.verdict_summary`, in reading order; chapters not executed in this
     build are absent), this chapter's own from ``own`` (this run's, not an earlier build's)."""
-    from negatives.book import verdict_summary
+    from negatives.glue import verdict_summary
 
     # outside a book (no table of contents, as in an interactive session): this chapter alone
     table = verdict_summary(root) if (Path(root) / "_toc.yml").is_file() else pd.DataFrame()
@@ -672,22 +665,22 @@ def run(P: Params, store: RunStore | None = None, *, root: str | Path = ".") -> 
     image bench, or None), ``summary``, ``collisions``, ``verdicts``, ``synthesis`` and
     ``book_verdicts`` (read from the executed chapters under ``root``)."""
     store = store or RunStore(P.results_dir)
-    with executed(P, CHAPTER, store):
-        kinds = {kind for _, kind, _ in P.benches}
-        data: dict[str, Dataset] = {}
-        probe_data: dict[str, Dataset] = {}
-        if "image" in kinds:
-            data["image"] = P.load_data()
-            same = P.probe_train_size == P.train_size  # the probes' data are the training data
-            probe_data["image"] = data["image"] if same else P.load_probe_data()
-        if "latent" in kinds:
-            data["latent"] = probe_data["latent"] = P.load_latent_data()
-        runs_, per_run = run_bench(P, store, data, probe_data)
-        # what the image benches' encoders are measured against (chapter 2's, from the cache)
-        image = [b for b in P.benches if b[1] == "image"]
-        baselines = (
-            probes.baselines(P.base_config(image[0]), probe_data["image"], store) if image else None
-        )
+    workers = execute(P, CHAPTER, plan, store)
+    kinds = {kind for _, kind, _ in P.benches}
+    data: dict[str, Dataset] = {}
+    probe_data: dict[str, Dataset] = {}
+    if "image" in kinds:
+        data["image"] = P.load_data()
+        same = P.probe_train_size == P.train_size  # the probes' data are the training data
+        probe_data["image"] = data["image"] if same else P.load_probe_data()
+    if "latent" in kinds:
+        data["latent"] = probe_data["latent"] = P.load_latent_data()
+    runs_, per_run = run_bench(P, store, data, probe_data, workers)
+    # what the image benches' encoders are measured against (chapter 2's, from the cache)
+    image = [b for b in P.benches if b[1] == "image"]
+    baselines = (
+        probes.baselines(P.base_config(image[0]), probe_data["image"], store) if image else None
+    )
     T: dict[str, Any] = {"data": data, "runs": runs_, "per_run": per_run, "baselines": baselines}
     T["summary"] = summarize(per_run)
     T["collisions"] = collisions(P)

@@ -1,0 +1,67 @@
+"""The experiment layer under the chapters: train (or reuse) a list of runs and probe each.
+
+Every training chapter does the same with its plan: hand its configs to the run cache
+(:func:`negatives.runner.sweep`, one progress bar), probe each encoder once
+(:func:`negatives.probes.evaluate_run`, cached with the run) and keep one row per run. A chapter
+labels its runs (its condition, its K, its treatment); :func:`train_and_probe` adds what every
+row has.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from negatives import config as cfg
+from negatives import probes
+from negatives.data import Dataset
+from negatives.runner import Run, Workers, sweep
+from negatives.runs import RunStore
+from negatives.trainconfig import TrainConfig
+
+
+def train_and_probe(
+    labelled: Sequence[tuple[dict[str, Any], TrainConfig]],
+    data: Dataset,
+    store: RunStore,
+    *,
+    probe_data: Dataset | None = None,
+    desc: str = "runs",
+    progress: bool = True,
+    workers: Workers | None = None,
+) -> tuple[list[Run], pd.DataFrame]:
+    """Train (or reuse) every config of ``labelled`` on ``data`` and probe every encoder.
+
+    ``labelled``: ``(labels, config)`` pairs; each row starts with its labels, then ``seed``,
+    ``run_id``, ``train_seconds``, the probes' accuracies and per-image results
+    (:func:`negatives.probes.evaluate_run`: fitted on ``probe_data``'s training images, default
+    ``data``'s, scored on its test images), and from the last epoch of training ``loss``,
+    ``negatives_used`` (kept negatives per query), ``same_class_kept`` (the share of them of the
+    anchor's class) and ``same_class_weight`` (their share of the softmax's negative weight).
+    ``workers``: the executor's workers that trained the runs (:func:`negatives.sweep.execute`;
+    None: this process trains them). Returns the runs and the rows, in ``labelled``'s order.
+    """
+    probe_data = data if probe_data is None else probe_data
+    configs = [config for _, config in labelled]
+    runs_ = sweep(configs, data, store, desc=desc, progress=progress, workers=workers)
+    device = cfg.resolve_device(configs[0].device) if configs else "cpu"  # features on a GPU
+    rows = []
+    for (labels, config), r in zip(labelled, runs_, strict=True):
+        hist = r.history
+        rows.append(
+            {
+                **labels,
+                "seed": config.seed,
+                "run_id": r.run_id,
+                "train_seconds": r.result["seconds"],
+                **probes.evaluate_run(r, probe_data, device=device),
+                "loss": hist["loss"][-1],
+                "negatives_used": hist["negatives_used"][-1],
+                "same_class_kept": hist["same_class_fraction"][-1],
+                "same_class_weight": hist.get("same_class_weight", [math.nan])[-1],
+            }
+        )
+    return runs_, pd.DataFrame(rows)
