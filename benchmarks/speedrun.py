@@ -305,10 +305,10 @@ def train_peer(config: TrainConfig, data: Dataset, workers: int) -> tuple[torch.
     from torch.utils.data import DataLoader
 
     from negatives import config as cfg
+    from negatives.epochs import _lr_factor
     from negatives.train import (
         Batch,
         Encoder,
-        _lr_factor,
         make_optimizer,
         model_for,
         simclr_step,

@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from negatives import bounds, probes
+from negatives import verdicts as vd
 from negatives.chapters import bounds as chapter
+from negatives.chapters import kscan
 
 # ---------------------------------------------------------------------------------------------
 # Parameters
@@ -28,7 +30,7 @@ def test_params_from_profile_defaults_and_overrides() -> None:
     # None means "the profile's value", for the chapter's fields and the K-scan's alike.
     q = chapter.Params.from_profile("smoke", num_passes=None, seeds=None)
     assert q.num_passes == chapter.Params.profiles["smoke"].num_passes
-    assert q.scan == chapter.kscan.Params.from_profile("smoke")
+    assert q.scan == kscan.Params.from_profile("smoke")
     table = p.table()
     assert {"num_negatives", "num_passes", "num_augmentations", "results_dir"} <= set(
         table["parameter"]
@@ -41,7 +43,7 @@ def test_params_share_the_kscan_configs() -> None:
     # Chapter 4 embeds the same kscan.Params from the same overrides: the configs must be identical.
     overrides = dict(num_negatives=[3, 7], seeds=2, epochs=1)
     p = chapter.Params.from_profile("smoke", num_passes=4, **overrides)
-    assert p.scan.configs() == chapter.kscan.Params.from_profile("smoke", **overrides).configs()
+    assert p.scan.configs() == kscan.Params.from_profile("smoke", **overrides).configs()
 
 
 @pytest.mark.parametrize(
@@ -271,7 +273,7 @@ def test_verdicts_per_mode_and_data() -> None:
         data="latent", dataset="lat", num_classes=100
     )
     table = verdicts(pd.concat([a, b, c], ignore_index=True))
-    assert list(table.columns) == [*chapter.vd.COLUMNS, "key", "data", "mode", "metric"]
+    assert list(table.columns) == [*vd.COLUMNS, "key", "data", "mode", "metric"]
     acc = table[(table.claim == ACC) & table.setting.str.contains("mean classifier")]
     got = {s.split(", K+1")[0]: v for s, v in zip(acc["setting"], acc["verdict"], strict=True)}
     assert got == {
@@ -305,7 +307,7 @@ def test_accuracy_verdicts_show_the_test_set_interval() -> None:
     ],
 )
 def test_the_learning_rate_follows_the_batch_size_by_the_stated_rule(rule, factor) -> None:
-    scan = chapter.kscan.Params.from_profile(
+    scan = kscan.Params.from_profile(
         "smoke", num_negatives=[15, 63, 255], lr=2e-3, lr_scaling=rule, seeds=1
     )
     configs = scan.configs()
@@ -318,4 +320,4 @@ def test_the_learning_rate_follows_the_batch_size_by_the_stated_rule(rule, facto
     top = [c for _, c in configs if c.negatives_per_query == 255]
     assert len(set(top)) == 1
     with pytest.raises(ValueError, match="lr_scaling"):
-        chapter.kscan.Params.from_profile("smoke", lr_scaling="cubic")
+        kscan.Params.from_profile("smoke", lr_scaling="cubic")

@@ -14,7 +14,7 @@ import torch
 from scipy import stats as sps
 
 from negatives import probes
-from negatives.chapters import bounds
+from negatives.chapters import bounds, kscan
 from negatives.chapters import more_negatives as mn
 
 # ---------------------------------------------------------------------------------------------
@@ -23,7 +23,7 @@ from negatives.chapters import more_negatives as mn
 
 def test_params_defaults_and_shared_kscan() -> None:
     p = mn.Params.from_profile("smoke")
-    assert p.scan == mn.kscan.Params.from_profile("smoke")
+    assert p.scan == kscan.Params.from_profile("smoke")
     assert p.accuracy_margin == 1.0
     # Chapter 3 with the same overrides builds the same K-scan, hence the same run ids: the
     # scan's parameters have chapter 3's names here too.
@@ -170,7 +170,7 @@ def chapter_tables(
     if scan_rows is None:
         return {**T, "comparisons": pd.DataFrame(), "scan_labels": {}}
     comparisons = [mn.k_comparison(scan_rows, m, margin) for m in metrics]
-    labels = {kind: mn.kscan.data_label(scan_rows, kind) for kind in set(scan_rows["data"])}
+    labels = {kind: kscan.data_label(scan_rows, kind) for kind in set(scan_rows["data"])}
     return {**T, "comparisons": pd.concat(comparisons, ignore_index=True), "scan_labels": labels}
 
 

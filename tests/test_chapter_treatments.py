@@ -198,7 +198,7 @@ def test_book_verdicts_exclude_this_chapters_earlier_page(tmp_path) -> None:
     )
     table = tr.book_verdicts(tmp_path, own)  # no executed chapter there
     assert list(table["chapter"]) == ["this chapter"] and table["verdict"].iloc[0] == vd.REPRODUCED
-    assert "not available" in tr._quote(table, "removing same-class negatives helps", "chapter 2")
+    assert "not available" in tr.quote(table, "removing same-class negatives helps", "chapter 2")
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from negatives import augment, distributed, filters, losses, runs, steps
+from negatives import augment, distributed, filters, losses, rank_steps, runs
 from negatives import train as train_module
 from negatives.data import load_dataset
 from negatives.launch import read_run_spec
@@ -311,9 +311,9 @@ def test_a_ranks_share_of_nt_xent_is_its_rows_of_the_whole_batchs() -> None:
 
 def test_the_fill_splits_a_short_batch_along_its_batchnorm_groups() -> None:
     # 30 rows in 4 groups as tensor_split cuts them: 8, 8, 7, 7; two ranks take two groups each
-    assert steps._group_shares(30, 4, 2) == [16, 14]
-    assert steps._group_shares(64, 8, 2) == [32, 32]
-    assert steps._group_shares(9, 4, 4) == [3, 2, 2, 2]
+    assert rank_steps._group_shares(30, 4, 2) == [16, 14]
+    assert rank_steps._group_shares(64, 8, 2) == [32, 32]
+    assert rank_steps._group_shares(9, 4, 4) == [3, 2, 2, 2]
 
 
 def test_every_rank_refuses_a_config_its_world_cannot_train(two_ranks) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +32,13 @@ def test_submodules_are_modules_and_exports_are_their_objects() -> None:
     for name, (module, attr) in negatives._EXPORTS.items():
         assert name not in negatives._SUBMODULES, name
         assert getattr(negatives, name) is getattr(getattr(negatives, module), attr), name
+
+
+def test_every_module_of_the_package_is_a_listed_submodule() -> None:
+    root = Path(negatives.__file__).parent
+    found = {p.stem for p in root.glob("*.py") if not p.stem.startswith("_")}
+    found |= {p.parent.name for p in root.glob("*/__init__.py")}
+    assert found == set(negatives._SUBMODULES)
 
 
 def test_train_is_the_module_and_its_function_keeps_its_names() -> None:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from negatives import augment, filters, runs
 from negatives import config as cfg
 from negatives import memory as memory_module
+from negatives import steps as steps_module
 from negatives import train as train_module
 from negatives.data import load_dataset
 from negatives.memory import device_memory
@@ -571,16 +572,16 @@ def test_bad_batchnorm_groups_and_schedule_are_named(kw, match) -> None:
 def _recorded_views(config, data, monkeypatch) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(sample ids, both views stacked) of every training step of ``config``."""
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-    original = train_module._views
+    original = steps_module._views  # the one-process batches' views (negatives.steps.batch)
 
     def spy(images, plan, where):
         v1, v2 = original(images, plan, where)
         seen.append((plan.perm[where].clone(), torch.stack([v1, v2], dim=1)))
         return v1, v2
 
-    monkeypatch.setattr(train_module, "_views", spy)
+    monkeypatch.setattr(steps_module, "_views", spy)
     train(config, data, progress=False)
-    monkeypatch.setattr(train_module, "_views", original)
+    monkeypatch.setattr(steps_module, "_views", original)
     return seen
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +84,13 @@ def _lr_factor(step: int, total: int, warmup: int, schedule: str = "cosine") -> 
         return 1.0
     progress = (step - warmup) / max(1, total - warmup)
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def learning_rate(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning rate of every step of a run ``step -> lr``: ``config.lr`` times
+    :func:`_lr_factor` over the run's ``epochs`` with its ``warmup_epochs``."""
+    total, warmup = steps_per_epoch * config.epochs, int(config.warmup_epochs * steps_per_epoch)
+    return lambda step: config.lr * _lr_factor(step, total, warmup, config.schedule)
 
 
 def stream_generator(seed: int, stream: str, device: str | torch.device = "cpu") -> torch.Generator:

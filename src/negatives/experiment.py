@@ -4,7 +4,7 @@ Every training chapter does the same with its plan: hand its configs to the run 
 (:func:`negatives.runner.sweep`, one progress bar), probe each encoder once
 (:func:`negatives.probes.evaluate_run`, cached with the run) and keep one row per run. A chapter
 labels its runs (its condition, its K, its treatment); :func:`train_and_probe` adds what every
-row has.
+row has, and :func:`paired` compares one condition's rows with its reference's, seed by seed.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from negatives import config as cfg
-from negatives import probes
+from negatives import probes, stats
 from negatives.data import Dataset
 from negatives.runner import Run, Workers, sweep
 from negatives.runs import RunStore
@@ -65,3 +65,42 @@ def train_and_probe(
             }
         )
     return runs_, pd.DataFrame(rows)
+
+
+def paired(
+    mine: pd.DataFrame,
+    ref: pd.DataFrame,
+    metric: str = "linear_accuracy",
+    *,
+    confidence: float = 0.95,
+    test_set: bool = True,
+) -> dict[str, float]:
+    """One condition against its reference, paired by seed (rows of :func:`train_and_probe`).
+
+    ``n, mean, low, high``: ``metric`` over ``mine``'s seeds (Student-t,
+    :func:`negatives.stats.mean_interval`); ``diff_n, diff_mean, diff_low, diff_high``: the
+    difference ``mine - ref`` over the seeds both have, in ``mine``'s order (one seed: no
+    interval). Where the rows carry the probe's per-image results (``<probe>_correct``,
+    ``num_test``), the test set's own uncertainty too: ``se``, the binomial standard error of one
+    accuracy, and (with ``test_set``) ``diff_test_low/high``, the 95% interval of the mean
+    difference from resampling the test images (:func:`negatives.stats.paired_bootstrap`).
+    """
+    mean, low, high = stats.mean_interval(mine[metric].tolist(), confidence)
+    by, ref_by = mine.set_index("seed"), ref.set_index("seed")
+    seeds = [s for s in mine["seed"] if s in ref_by.index]
+    diffs = [float(by.loc[s, metric] - ref_by.loc[s, metric]) for s in seeds]
+    dmean, dlow, dhigh = stats.mean_interval(diffs, confidence)
+    out = {"n": len(mine), "mean": mean, "low": low, "high": high, "diff_n": len(seeds),
+           "diff_mean": dmean, "diff_low": dlow, "diff_high": dhigh}  # fmt: skip
+    column = f"{metric.removesuffix('_accuracy')}_correct"
+    if column in mine.columns and "num_test" in mine.columns:
+        out["se"] = stats.binomial_se(mean, int(mine["num_test"].iloc[0]))
+        tlow = thigh = math.nan
+        if test_set and seeds:
+            _, tlow, thigh = stats.paired_bootstrap(
+                probes.correct_matrix(by.loc[seeds], column),
+                probes.correct_matrix(ref_by.loc[seeds], column),
+            )
+        if test_set:
+            out.update(diff_test_low=tlow, diff_test_high=thigh)
+    return out

@@ -10,6 +10,7 @@ this module aggregates it and measures the second on a trained encoder's feature
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 
 from negatives import config as cfg
 from negatives import filters, probes
+from negatives.data import Dataset
 from negatives.epochs import RANK_BIN_EDGES
 from negatives.runner import Run
 from negatives.stats import mean_interval
@@ -240,6 +242,37 @@ def hardness_consistency(
     return consistency_from_features(
         z[num_keys:], z[:num_keys], top_fraction=top_fraction, seed=seed, null_draws=null_draws
     )
+
+
+def consistency_of_runs(
+    labelled: Sequence[tuple[dict[str, Any], Run]],
+    data: Dataset,
+    *,
+    num_keys: int,
+    num_queries: int,
+    top_fraction: float = 0.05,
+    device: str = "cpu",
+) -> pd.DataFrame:
+    """:func:`hardness_consistency` of each run's encoder on ``data``'s training images, cached
+    with the run (:meth:`negatives.runner.Run.evaluate`).
+
+    ``labelled``: ``(labels, run)`` pairs. One row per run: its labels, the scalar statistics,
+    and ``counts`` / ``null_counts`` as lists (for the figure).
+    """
+    params = {"data": data.fingerprint, "num_keys": num_keys, "num_queries": num_queries,
+              "top_fraction": top_fraction, "null_draws": 10, "version": 1}  # fmt: skip
+    rows = []
+    for labels, run in labelled:
+
+        def compute(run: Run = run) -> dict[str, Any]:
+            out = hardness_consistency(
+                run.load_model(), data.train_images, num_keys=num_keys, num_queries=num_queries,
+                top_fraction=top_fraction, seed=0, device=device,
+            )  # fmt: skip
+            return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in out.items()}
+
+        rows.append({**labels, **run.evaluate("consistency", params, compute)})
+    return pd.DataFrame(rows)
 
 
 def consistency_summary(table: pd.DataFrame) -> pd.DataFrame:

@@ -5,8 +5,8 @@
 (:func:`shuffled_keys`), InfoNCE of each query against its key and the queue (``B x (1 + K)``);
 the negative regime a mask over those logits (:func:`_negative_mask`). :func:`update` is the
 optimiser's step, :func:`momentum_update` MoCo's key encoder, :func:`fill_queue` MoCo's first
-queue. The multi-process versions of the key shuffle and of a rank's share of the batch are
-:func:`shuffled_keys_across_ranks` and the ``rows`` of a :class:`Batch`.
+queue. Every function here is one process's; a rank's share of a batch in a run across
+processes has its own steps in :mod:`negatives.rank_steps`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from negatives import distributed, filters, losses
+from negatives import filters, losses
 from negatives.epochs import EpochPlan, _view, _views
 from negatives.queue import Queue
 from negatives.trainconfig import TrainConfig
@@ -87,26 +87,24 @@ class Encoder:
 @dataclass
 class Batch:
     """One training batch: sample ``ids`` and ``labels`` ``(B,)``, the two views ``v1``, ``v2``
-    ``(B, C, H, W)`` float (the query's and the key's / the positive's).
-
-    In a run across ranks, ``ids`` and ``labels`` are the global batch's ``(B,)`` and ``rows``
-    this rank's share of it; ``v1`` and ``v2`` are the views of those rows only ``(b, C, H,
-    W)``. MoCo's keys are computed under a shuffle across ranks, of other rows than the rank's:
-    ``v2`` is then None and ``key_views(positions)`` makes the second views of any positions
-    ``(n,)`` of the batch (from the shared epoch plan: no images are sent between ranks).
-    """
+    ``(B, C, H, W)`` float (the query's and the key's / the positive's). A rank's share of a
+    batch is a :class:`negatives.rank_steps.RankBatch`."""
 
     ids: Tensor
     labels: Tensor
     v1: Tensor
     v2: Tensor | None
-    rows: slice | None = None
-    key_views: Callable[[Tensor], Tensor] | None = None
 
     @property
     def local_labels(self) -> Tensor:
-        """The labels of this rank's rows ``(b,)`` (all of them in one process)."""
-        return self.labels if self.rows is None else self.labels[self.rows]
+        """The labels of the rows this process trains ``(B,)``: all of them."""
+        return self.labels
+
+
+def batch(images: Tensor, labels: Tensor, plan: EpochPlan, where: slice, moco: bool) -> Batch:
+    """The batch at ``plan`` positions ``where``: its ids and labels and both views."""
+    idx = plan.perm[where]
+    return Batch(idx, labels[idx], *_views(images, plan, where))
 
 
 @dataclass
@@ -135,50 +133,18 @@ def simclr_step(
     other instances of the batch (of the anchor's group, ``negative_groups``) as negatives,
     kept by the config's regime.
 
-    The regime ranks instance ``j`` as a negative of anchor ``i`` by ``z1_i . z2_j``.
-
-    On a rank's share ``batch.rows`` (``b`` of the ``B`` rows): with ``negative_groups == 1``
-    the rank gathers every rank's ``z1``, ``z2`` with their gradients
-    (:func:`negatives.distributed.all_gather_with_grad`), so each of its anchors sees the global
-    batch's negatives, and its loss is the mean over its own anchors; DistributedDataParallel's
-    average of the ranks' gradients is then the gradient of the whole batch's mean loss, as in
-    one process. With ``negative_groups`` a multiple of the world size each anchor's group lies
-    on its rank: nothing is gathered and the rank contrasts its own rows. Masks are those of
-    its rows (columns: the candidates it has), ``random-k`` drawn for the whole batch.
+    The regime ranks instance ``j`` as a negative of anchor ``i`` by ``z1_i . z2_j``. A rank's
+    share of a batch: :func:`negatives.rank_steps.simclr_step`.
     """
-    z1, z2 = encoder(batch.v1), encoder(batch.v2)  # (b, P) each: this rank's rows (or all B)
+    z1, z2 = encoder(batch.v1), encoder(batch.v2)  # (B, P) each
     n = len(batch.ids)  # B
-    if batch.rows is None:  # one process
-        sims = (z1 @ z2.T).detach()  # (B, B), the diagonal is each anchor's positive
-        valid = ~torch.eye(n, dtype=torch.bool, device=sims.device)  # (B, B)
-        if config.negative_groups > 1:
-            valid &= filters.group_mask(n, config.negative_groups, device=sims.device)
-        mask = _negative_mask(config, sims, valid, batch.labels, batch.labels, mask_gen)
-        loss = _simclr_loss(config, z1, z2, mask).mean()
-        return Step(loss, sims, valid, mask, batch.labels)
-    rows = batch.rows
-    gather = config.negative_groups == 1
-    cols = slice(0, n) if gather else rows  # the candidates: every rank's rows, or its own
-    if gather:
-        world = distributed.world_size()
-        z = distributed.all_gather_with_grad(torch.cat([z1, z2]))  # (W * 2b, P), rank by rank
-        z = z.view(world, 2, z1.shape[0], z1.shape[1])
-        c1, c2 = z[:, 0].reshape(n, -1), z[:, 1].reshape(n, -1)  # (B, P) each, batch order
-    else:
-        c1, c2 = z1, z2
-    sims = (z1.detach() @ c2.T.detach()).detach()  # (b, N): anchor i is row rows.start + i
-    valid_all = ~torch.eye(n, dtype=torch.bool, device=sims.device)  # (B, B)
+    sims = (z1 @ z2.T).detach()  # (B, B), the diagonal is each anchor's positive
+    valid = ~torch.eye(n, dtype=torch.bool, device=sims.device)  # (B, B)
     if config.negative_groups > 1:
-        valid_all &= filters.group_mask(n, config.negative_groups, device=sims.device)
-    valid = valid_all[rows, cols]  # (b, N)
-    labels = batch.labels[cols]
-    share = (valid_all, rows, cols)
-    mask = _negative_mask(config, sims, valid, batch.local_labels, labels, mask_gen, share)
-    if gather:
-        loss = losses.nt_xent(c1, c2, config.temperature, neg_mask=mask, rows=rows).mean()
-    else:  # the rank's own rows are a whole batch of groups
-        loss = _simclr_loss(config, c1, c2, mask).mean()
-    return Step(loss, sims, valid, mask, labels)
+        valid &= filters.group_mask(n, config.negative_groups, device=sims.device)
+    mask = _negative_mask(config, sims, valid, batch.labels, batch.labels, mask_gen)
+    loss = _simclr_loss(config, z1, z2, mask).mean()
+    return Step(loss, sims, valid, mask, batch.labels)
 
 
 def _simclr_loss(config: TrainConfig, z1: Tensor, z2: Tensor, mask: Tensor) -> Tensor:
@@ -230,35 +196,6 @@ def shuffled_keys(
     return out
 
 
-def shuffled_keys_across_ranks(
-    embed: Callable[[Tensor], Tensor],
-    views: Callable[[Tensor], Tensor],
-    batch_size: int,
-    gen: torch.Generator,
-) -> Tensor:
-    """MoCo's shuffle-BN across ranks: the keys ``(B, D)`` of the whole batch, in its order.
-
-    As MoCo's ``_batch_shuffle_ddp`` (He et al. 2020, section 3.3): one permutation of the
-    global batch, the same on every rank (drawn from ``gen``, as :func:`shuffled_keys` draws it
-    in one process), rank ``r`` computes the keys of rows ``[r b, (r + 1) b)`` of the shuffled
-    batch with its key encoder (whose batch norm splits them into the rank's ``bn_groups / W``
-    groups), the keys are gathered and unshuffled. MoCo gathers the key images to every GPU
-    first; here every rank makes the views of its shuffled rows itself from the shared epoch
-    plan (``views``: batch positions ``(n,)`` -> second views ``(n, C, H, W)``), which is the
-    same and sends nothing. So the groups are those of :func:`shuffled_keys` with
-    ``bn_groups`` groups, and a query's key is normalised with other samples than its query.
-    """
-    world, me = distributed.world_size(), distributed.rank()
-    share = batch_size // world
-    perm = torch.randperm(batch_size, generator=gen, device=gen.device)
-    mine = perm[me * share : (me + 1) * share]
-    k = embed(views(mine))  # (b, D), row t is the key of batch position mine[t]
-    shuffled = distributed.all_gather(k)  # (B, D), row t is the key of sample perm[t]
-    out = torch.empty_like(shuffled)
-    out[perm.to(shuffled.device)] = shuffled  # unshuffle: row i is the key of sample i
-    return out
-
-
 def moco_step(
     encoder_q: Encoder,
     encoder_k: Encoder,
@@ -273,40 +210,20 @@ def moco_step(
     keys and the queue's keys, kept by the config's regime.
 
     The queue is read, not written: the returned ``keys`` are enqueued by the caller after the
-    optimiser step.
-
-    On a rank's share ``batch.rows``: the queries are its rows, the keys are computed under the
-    shuffle across ranks (:func:`shuffled_keys_across_ranks`) and the returned ``keys`` are the
-    whole batch's ``(B, P)``, so that every rank enqueues the same B keys and holds the same
-    global queue: a query is contrasted (and a band ranks it) against the whole global queue.
+    optimiser step. A rank's share of a batch: :func:`negatives.rank_steps.moco_step`.
     """
-    q = encoder_q(batch.v1)  # (b, P): this rank's rows (or all B)
+    q = encoder_q(batch.v1)  # (B, P)
     momentum_update(encoder_k.net, encoder_q.net, config.momentum)
     keys = queue.keys  # (Q, P)
-    if batch.rows is None:  # one process
-        with torch.no_grad():
-            k = shuffled_keys(encoder_k, batch.v2, config.batchnorm_groups, shuffle_gen)  # (B, P)
-        sims = torch.einsum("bp,qp->bq", q.detach(), keys)  # (B, Q)
-        # A key of the query's own instance from an earlier step is not a negative: it matters
-        # when the queue holds a large part of a small data set.
-        valid = queue.valid[None, :] & (queue.ids[None, :] != batch.ids[:, None])  # (B, Q)
-        mask = _negative_mask(config, sims, valid, batch.labels, queue.labels, mask_gen)
-        loss = _moco_loss(config, q, k, keys, mask).mean()
-        return Step(loss, sims, valid, mask, queue.labels, keys=k)
-    assert batch.key_views is not None, "a rank's MoCo batch needs key_views"
     with torch.no_grad():
-        k_all = shuffled_keys_across_ranks(encoder_k, batch.key_views, len(batch.ids), shuffle_gen)
-    k = k_all[batch.rows]  # (b, P), the keys of this rank's queries
-    sims = torch.einsum("bp,qp->bq", q.detach(), keys)  # (b, Q)
-    ids = batch.ids[batch.rows]  # (b,)
-    valid = queue.valid[None, :] & (queue.ids[None, :] != ids[:, None])  # (b, Q)
-    share = None
-    if config.negatives == "random-k":  # drawn for the whole batch: its (B, Q) valid mask
-        valid_all = queue.valid[None, :] & (queue.ids[None, :] != batch.ids[:, None])
-        share = (valid_all, batch.rows, slice(None))
-    mask = _negative_mask(config, sims, valid, batch.local_labels, queue.labels, mask_gen, share)
+        k = shuffled_keys(encoder_k, batch.v2, config.batchnorm_groups, shuffle_gen)  # (B, P)
+    sims = torch.einsum("bp,qp->bq", q.detach(), keys)  # (B, Q)
+    # A key of the query's own instance from an earlier step is not a negative: it matters
+    # when the queue holds a large part of a small data set.
+    valid = queue.valid[None, :] & (queue.ids[None, :] != batch.ids[:, None])  # (B, Q)
+    mask = _negative_mask(config, sims, valid, batch.labels, queue.labels, mask_gen)
     loss = _moco_loss(config, q, k, keys, mask).mean()
-    return Step(loss, sims, valid, mask, queue.labels, keys=k_all)
+    return Step(loss, sims, valid, mask, queue.labels, keys=k)
 
 
 def update(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
@@ -331,34 +248,12 @@ def fill_queue(
     samples of ``plan``'s order, ``batch_size`` at a time (fewer in the last batch).
 
     MoCo starts from a queue of random vectors instead; real keys mean that every step, the
-    first included, sees a full queue of the data's keys.
-
-    In a run across ranks each rank computes the keys of its share of every such batch: the
-    rows of its ``groups / W`` of the ``groups`` batch-norm groups (``config.batchnorm_groups``)
-    one process would split the batch into (the last batch's groups may differ by one in size,
-    as ``tensor_split``'s), and every rank enqueues the gathered keys of the whole batch.
+    first included, sees a full queue of the data's keys. (``groups``, the key encoder's
+    batch-norm groups, matters only across ranks: :func:`negatives.rank_steps.fill_queue`.)
     """
     count = min(queue.size, plan.perm.shape[0])
-    world, me = distributed.world_size(), distributed.rank()
     for start in range(0, count, batch_size):
         where = slice(start, min(start + batch_size, count))
         ids = plan.perm[where]
-        if world == 1:
-            _, v2 = _views(images, plan, where)
-            queue.enqueue(encoder_k(v2), ids, labels[ids])
-            continue
-        sizes = _group_shares(where.stop - where.start, groups, world)
-        first = start + sum(sizes[:me])
-        v2 = _view(images, plan, slice(first, first + sizes[me]), 1)
-        keys = distributed.all_gather_rows(encoder_k(v2), sizes)  # (n, P), the whole batch
-        queue.enqueue(keys, ids, labels[ids])
-
-
-def _group_shares(count: int, groups: int, world: int) -> list[int]:
-    """Rows of each of ``world`` ranks in a batch of ``count`` cut into ``groups`` batch-norm
-    groups as ``tensor_split`` cuts it (the first ``count % groups`` one larger), rank ``r``
-    taking groups ``[r groups / W, (r + 1) groups / W)``: then its own split of its rows into
-    ``groups / W`` groups is the same cut."""
-    base, extra = divmod(count, groups)
-    per = groups // world
-    return [sum(base + (g < extra) for g in range(r * per, (r + 1) * per)) for r in range(world)]
+        v2 = _view(images, plan, where, 1)  # the keys' views only
+        queue.enqueue(encoder_k(v2), ids, labels[ids])

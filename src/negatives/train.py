@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from negatives import config as cfg
-from negatives import distributed
+from negatives import distributed, rank_steps, steps
 from negatives.checkpoint import Checkpoint
 from negatives.data import Dataset
 from negatives.epochs import (
@@ -43,10 +43,8 @@ from negatives.epochs import (
     STREAMS,
     EpochLog,
     EpochPlan,
-    _lr_factor,
     _plan_epoch,
-    _view,
-    _views,
+    learning_rate,
     make_optimizer,
     stream_generator,
 )
@@ -61,7 +59,6 @@ from negatives.steps import (
     moco_step,
     momentum_update,
     shuffled_keys,
-    shuffled_keys_across_ranks,
     simclr_step,
     update,
 )
@@ -107,7 +104,6 @@ __all__ = [
     "moco_step",
     "momentum_update",
     "shuffled_keys",
-    "shuffled_keys_across_ranks",
     "simclr_step",
     "update",
     "Checkpoint",
@@ -278,12 +274,9 @@ def train(
     the tests of resumption.
 
     In a process group of ``W`` ranks (``torchrun``; :func:`check_world_size` says which configs
-    can) every rank calls this with the same arguments. Every rank draws the same epoch plans
-    from the same CPU generators, so no data is sent: rank ``r`` trains rows ``[r B / W, (r +
-    1) B / W)`` of every batch, under DistributedDataParallel, with the gathers of
-    :func:`simclr_step` and :func:`moco_step`; every rank holds the same global queue. Only
-    rank 0 reads and writes ``checkpoint`` (the others receive what it read), and every rank
-    returns the whole model and the global history.
+    can) every rank calls this with the same arguments and trains its share of every batch
+    (:mod:`negatives.rank_steps`). Only rank 0 reads and writes ``checkpoint`` (the others
+    receive what it read), and every rank returns the whole model and the global history.
     """
     world = distributed.world_size()
     check_world_size(config, world)
@@ -297,28 +290,24 @@ def train(
     model, key_model, queue = _build_models(config, data, device, world)
     optimizer = make_optimizer(model, config)
     steps_per_epoch = n // config.batch_size
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
+    lr_at = learning_rate(config, steps_per_epoch)  # step -> lr
     history, done, elapsed = _resume(
         checkpoint, config, model, key_model, optimizer, queue, streams
     )
     precision = cfg.resolve_precision(config.precision, device)
-    how = dict(device=device, bf16=precision == "bf16", channels_last=config.arch != "mlp")
-    net = _data_parallel(model, device) if world > 1 else model
-    encoder_q = Encoder(torch.compile(net) if config.compile else net, **how)
-    encoder_k = Encoder(key_model, **how) if key_model is not None else None
+    encoder_q, encoder_k = _encoders(config, model, key_model, device, precision, world)
+    # one process's steps, or a rank's share of every batch: chosen once, the same signatures
+    kit = steps if world == 1 else rank_steps
     plan_epoch = functools.partial(_plan_epoch, n, images, data.train_labels.cpu(), config)
     setup = (time.perf_counter(), time.process_time())  # MoCo's queue fill counts as training
     if queue is not None and encoder_k is not None and done == 0:
-        first_plan = plan_epoch(streams["data"])
-        groups = config.batchnorm_groups
-        fill_queue(queue, encoder_k, images, labels, first_plan, config.batch_size, groups=groups)
+        kit.fill_queue(queue, encoder_k, images, labels, plan_epoch(streams["data"]),
+                       config.batch_size, groups=config.batchnorm_groups)  # fmt: skip
 
-    rows = _rank_rows(config.batch_size, world)  # None: the whole batch is this process's
+    rows = None if world == 1 else rank_steps.rank_rows(config.batch_size)
     last = config.epochs if stop_after_epochs is None else min(config.epochs, stop_after_epochs)
-    desc = f"{config.method} {config.negatives}"
-    shown = progress and distributed.is_main()
-    bar = tqdm(range(done, last), desc=desc, disable=not shown, leave=False)
+    bar = tqdm(range(done, last), desc=f"{config.method} {config.negatives}", leave=False,
+               disable=not (progress and distributed.is_main()))  # fmt: skip
     mask_gen, shuffle_gen = streams["mask"], streams["shuffle"]
     first = done  # this process's first epoch, whose clock started at the set-up
     for epoch in bar:
@@ -328,21 +317,17 @@ def train(
         model.train()
         plan = plan_epoch(streams["data"])
         for b in range(steps_per_epoch):
-            idx, where = plan.batch(b, config.batch_size)
-            if rows is None:
-                batch = Batch(idx, labels[idx], *_views(images, plan, where))
-            else:
-                batch = _rank_batch(images, labels, plan, where, rows, moco=queue is not None)
-            lr = config.lr * _lr_factor(epoch * steps_per_epoch + b, total_steps, warmup_steps,
-                                        config.schedule)  # fmt: skip
+            _, where = plan.batch(b, config.batch_size)
+            batch = kit.batch(images, labels, plan, where, moco=queue is not None)
             for g in optimizer.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr_at(epoch * steps_per_epoch + b)
             if queue is None or encoder_k is None:
-                step = simclr_step(encoder_q, batch, config, mask_gen)
+                step = kit.simclr_step(encoder_q, batch, config, mask_gen)
             else:
-                step = moco_step(encoder_q, encoder_k, queue, batch, config, mask_gen, shuffle_gen)
+                step = kit.moco_step(encoder_q, encoder_k, queue, batch, config, mask_gen,
+                                     shuffle_gen)  # fmt: skip
             # the global batch's loss: every rank sees a divergence on any rank, and logs it
-            loss = step.loss if rows is None else distributed.all_reduce(step.loss, "mean")
+            loss = step.loss if world == 1 else distributed.all_reduce(step.loss, "mean")
             _check_finite(loss, config, f"epoch {epoch + 1}, step {b + 1}", done, checkpoint)
             log.add(step, batch.local_labels, sampled=b % RANK_LOG_EVERY == 0, loss=loss)
             update(optimizer, step.loss)
@@ -356,19 +341,30 @@ def train(
         done = epoch + 1
         bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
         if checkpoint is not None and distributed.is_main():  # the ranks' states are equal
-            state = Checkpoint.capture(
-                config, model, key_model, optimizer, queue, streams, history, done, elapsed
-            )
-            state.save(checkpoint)
+            Checkpoint.capture(config, model, key_model, optimizer, queue, streams, history, done,
+                               elapsed).save(checkpoint)  # fmt: skip
     bar.close()
-    images_seen = 2 * steps_per_epoch * config.batch_size * len(history["epoch"])
-    finished = {"finished": len(history["epoch"]) == config.epochs, "world_size": world}
-    return TrainResult(
-        model.eval(), history, config, device, elapsed,
-        images_per_second=images_seen / elapsed if elapsed > 0 else math.nan,
-        key_model=key_model.eval() if key_model is not None else None,
-        precision=precision, extra=finished,
-    )  # fmt: skip
+    seen = 2 * steps_per_epoch * config.batch_size * len(history["epoch"])  # images
+    extra = {"finished": len(history["epoch"]) == config.epochs, "world_size": world}
+    return TrainResult(model.eval(), history, config, device, elapsed,
+                       seen / elapsed if elapsed > 0 else math.nan,
+                       key_model.eval() if key_model is not None else None, precision, extra)  # fmt: skip
+
+
+def _encoders(
+    config: TrainConfig,
+    model: nn.Module,
+    key_model: nn.Module | None,
+    device: str,
+    precision: str,
+    world: int,
+) -> tuple[Encoder, Encoder | None]:
+    """The query encoder (under DistributedDataParallel across ranks, compiled if configured)
+    and MoCo's key encoder, as the steps run them (:class:`negatives.steps.Encoder`)."""
+    how = dict(device=device, bf16=precision == "bf16", channels_last=config.arch != "mlp")
+    net = _data_parallel(model, device) if world > 1 else model
+    encoder_q = Encoder(torch.compile(net) if config.compile else net, **how)
+    return encoder_q, Encoder(key_model, **how) if key_model is not None else None
 
 
 def _resume(
@@ -392,31 +388,6 @@ def _resume(
         return EpochLog.new_history(config), 0, 0.0
     state.restore(model, key_model, optimizer, queue, streams)
     return state.history, state.epoch, state.elapsed
-
-
-def _rank_rows(batch_size: int, world: int) -> slice | None:
-    """The rows of every batch this process trains: ``None`` (all of them) in one process."""
-    if world == 1:
-        return None
-    share = batch_size // world
-    return slice(distributed.rank() * share, (distributed.rank() + 1) * share)
-
-
-def _rank_batch(
-    images: Tensor, labels: Tensor, plan: EpochPlan, where: slice, rows: slice, moco: bool
-) -> Batch:
-    """This rank's :class:`Batch` of the batch at plan positions ``where``: the global ids and
-    labels ``(B,)``, the views of its ``rows`` ``(b, C, H, W)``; MoCo's second views made on
-    demand for the rows of the shuffle across ranks."""
-    idx = plan.perm[where]
-    mine = slice(where.start + rows.start, where.start + rows.stop)
-    if not moco:
-        return Batch(idx, labels[idx], *_views(images, plan, mine), rows=rows)
-
-    def key_views(positions: Tensor) -> Tensor:  # batch positions (n,) -> (n, C, H, W)
-        return _view(images, plan, positions.to(images.device) + where.start, 1)
-
-    return Batch(idx, labels[idx], _view(images, plan, mine, 0), None, rows, key_views)
 
 
 if __name__ == "__main__":  # python -m negatives.train, torchrun ... -m negatives.train

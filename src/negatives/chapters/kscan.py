@@ -114,13 +114,6 @@ class Params(ChapterParams, ImageData, Execution):
     latent_num_negatives: tuple[int, ...]
     latent_modes: tuple[str, ...]
     latent_epochs: int
-    device: str
-    precision: str
-    results_dir: str
-    executor: str
-    workers: int | None
-    wait: bool
-    executor_options: dict[str, Any] | None
 
     def __post_init__(self) -> None:
         cfg.check_profile(self.profile)
@@ -237,13 +230,6 @@ BOOK = Params(
     latent_num_negatives=(7, 31, 127, 511, 1023),
     latent_modes=("mask",),
     latent_epochs=10,
-    device="auto",
-    precision="auto",
-    results_dir="results",
-    executor="local",
-    workers=None,
-    wait=True,
-    executor_options=None,
 )
 Params.profiles = {
     "smoke": BOOK.replace(

@@ -71,6 +71,11 @@ class ChapterParams:
     profiles: ClassVar[Mapping[str, Any]] = {}
 
     @classmethod
+    def _fields(cls) -> list[dataclasses.Field[Any]]:
+        """The dataclass's fields, a mixin's keyword-only ones (:class:`Execution`) last."""
+        return sorted(dataclasses.fields(cls), key=lambda f: f.kw_only is True)  # type: ignore[arg-type]
+
+    @classmethod
     def _embedded(cls) -> dict[str, type[ChapterParams]]:
         """The fields that hold another chapter's ``Params`` (by their resolved annotation)."""
         hints = typing.get_type_hints(cls)
@@ -85,7 +90,7 @@ class ChapterParams:
         """Every papermill parameter of the chapter, in the dataclass's order (embedded flat)."""
         names: list[str] = []
         embedded = cls._embedded()
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        for f in cls._fields():
             subs = embedded[f.name].parameter_names() if f.name in embedded else [f.name]
             names += [n for n in subs if n not in names]
         return names
@@ -177,7 +182,7 @@ class ChapterParams:
         """Every parameter's resolved value, embedded ones flat (for a table or a plan file)."""
         out: dict[str, Any] = {}
         embedded = self._embedded()
-        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+        for f in self._fields():
             if f.name in embedded:
                 out.update({k: v for k, v in getattr(self, f.name).parameters().items()})
             else:
@@ -228,14 +233,20 @@ class ImageData:
 EXECUTORS: tuple[str, ...] = ("local", "submitit-local", "slurm")
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Execution:
-    """The executor of a chapter that trains: the ``executor``, ``workers``, ``wait`` and
-    ``executor_options`` fields (see :mod:`negatives.sweep`)."""
+    """Where and by whom a training chapter computes, declared once for every such chapter:
+    ``device`` and ``precision`` (:mod:`negatives.config`), the run cache's ``results_dir``, and
+    the ``executor``, ``workers``, ``wait`` and ``executor_options`` of :mod:`negatives.sweep`.
+    The defaults are every profile's; the fields come last among a chapter's parameters."""
 
-    executor: str
-    workers: int | None
-    wait: bool
-    executor_options: dict[str, Any] | None
+    device: str = "auto"
+    precision: str = "auto"
+    results_dir: str = "results"
+    executor: str = "local"
+    workers: int | None = None
+    wait: bool = True
+    executor_options: dict[str, Any] | None = None
 
     def check_execution(self) -> None:
         cfg.check_choice("executor", self.executor, EXECUTORS)
