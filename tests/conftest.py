@@ -13,6 +13,15 @@ from negatives.book import MATHJAX
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test of the smoke book is marked ``smoke_book``: ``scripts/test.sh`` runs them in one
+    process, which builds the book once, while a second process runs the rest."""
+    for item in items:
+        if "smoke_book" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.smoke_book)
+
+
 @pytest.fixture
 def one_thread():
     """Run a test on one torch thread: tiny models on a shared CPU run faster and steadier."""

@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
 
 
+@pytest.mark.slow
 def test_benchmark_prints_a_table_and_writes_json(tmp_path) -> None:
     out = tmp_path / "bench.json"
     args = "--dataset digits --width 8 --batch-size 32 --steps 1 --warmup 1 --repeats 1"
@@ -39,6 +42,7 @@ def test_benchmark_refuses_bad_arguments() -> None:
 GPU_CHECK = BENCH.parent / "gpu_check.sh"
 
 
+@pytest.mark.slow
 def test_gpu_check_script_runs_its_steps_on_the_cpu(tmp_path) -> None:
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)}
     res = subprocess.run(
@@ -74,6 +78,7 @@ def test_step_costs_runs_on_a_tiny_setting(tmp_path) -> None:
 SPEEDRUN = BENCH.parent / "speedrun.py"
 
 
+@pytest.mark.slow
 def test_speedrun_chooses_on_the_validation_split_and_records_on_the_test_set(tmp_path) -> None:
     out = tmp_path / "speedrun.json"
     cmd = [sys.executable, str(SPEEDRUN), "--profile", "smoke", "--seeds", "2", "--workers", "0"]
