@@ -150,13 +150,17 @@ def nt_xent(
         pos_idx = (idx + batch) % (2 * batch)  # view a's partner: (2B,)
         instance = idx % batch  # (2B,)
         same_instance = instance[:, None] == instance[None, :]  # self and positive, (2B, 2B)
-        if neg_mask is None:
-            keep = ~same_instance
-        else:
-            # instance-level (B, B) -> view-level (2B, 2B): keep[a, b] = neg_mask[a % B, b % B]
-            keep = neg_mask.to(z.device).repeat(2, 2) & ~same_instance
+        keep = _view_keep(neg_mask, same_instance)  # (2B, 2B)
         keep[idx, pos_idx] = True
         return masked_logsumexp(sim, keep) - sim[idx, pos_idx]
+
+
+def _view_keep(neg_mask: Tensor | None, same_instance: Tensor) -> Tensor:
+    """An instance-level keep-mask ``(b, B)`` as the view-level ``(2b, 2B)`` one that NT-Xent's
+    logits need (``keep[a, c] = neg_mask[a % b, c % B]``), without the anchor's own instance."""
+    if neg_mask is None:
+        return ~same_instance
+    return neg_mask.to(same_instance.device).repeat(2, 2) & ~same_instance
 
 
 def _nt_xent_rows(
@@ -181,11 +185,7 @@ def _nt_xent_rows(
         pos_idx = (anchors + batch) % (2 * batch)  # (2b,)
         instance = torch.arange(2 * batch, device=z.device) % batch  # (2B,)
         same_instance = (anchors % batch)[:, None] == instance[None, :]  # (2b, 2B)
-        if neg_mask is None:
-            keep = ~same_instance
-        else:
-            # (b, B) -> (2b, 2B): keep[a, c] = neg_mask[a % b, c % B]
-            keep = neg_mask.to(z.device).repeat(2, 2) & ~same_instance
+        keep = _view_keep(neg_mask, same_instance)  # (2b, 2B)
         keep[a, pos_idx] = True
         return masked_logsumexp(sim, keep) - sim[a, pos_idx]
 

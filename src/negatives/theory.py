@@ -178,6 +178,20 @@ def _log_similarity_ratios(vectors: torch.Tensor, scale: float) -> torch.Tensor:
     return scale * (gram - torch.diagonal(gram)[:, None])
 
 
+def _checked(
+    vectors: torch.Tensor,
+    num_negatives: int,
+    class_probs: Sequence[float] | torch.Tensor | None,
+    scale: float,
+    step: float,
+) -> tuple[torch.Tensor, torch.Tensor, int, float, float]:
+    """The population loss's arguments, checked: ``(vectors, rho, K, s, step)``."""
+    vectors = _check_vectors(vectors)
+    rho = _class_probs(class_probs, vectors.shape[0])
+    step = check_float("step", step, 0.0, 1.0, strict_minimum=True)
+    return vectors, rho, _check_num_negatives(num_negatives), _check_scale(scale), step
+
+
 def population_loss_per_class(
     vectors: torch.Tensor,
     num_negatives: int,
@@ -187,11 +201,7 @@ def population_loss_per_class(
     step: float = DEFAULT_STEP,
 ) -> torch.Tensor:
     """The conditional loss ``E[loss | anchor class c]`` for every class: (C, d) -> (C,)."""
-    vectors = _check_vectors(vectors)
-    rho = _class_probs(class_probs, vectors.shape[0])
-    k = _check_num_negatives(num_negatives)
-    s = _check_scale(scale)
-    step = check_float("step", step, 0.0, 1.0, strict_minimum=True)
+    vectors, rho, k, s, step = _checked(vectors, num_negatives, class_probs, scale, step)
     return _expected_log1p_sum(_log_similarity_ratios(vectors, s), rho, k, step)
 
 
@@ -227,12 +237,8 @@ def collision_free_loss(
     Given class c and no collision, the negatives are i.i.d. from ``rho`` restricted to the
     other classes; the anchor class has probability ``rho_c (1 - rho_c)^K / (1 - tau_K)``.
     """
-    vectors = _check_vectors(vectors)
+    vectors, rho, k, s, step = _checked(vectors, num_negatives, class_probs, scale, step)
     num_classes = vectors.shape[0]
-    rho = _class_probs(class_probs, num_classes)
-    k = _check_num_negatives(num_negatives)
-    s = _check_scale(scale)
-    step = check_float("step", step, 0.0, 1.0, strict_minimum=True)
     log_a = _log_similarity_ratios(vectors, s)  # (C, C)
     per_class = []
     with _one_thread():  # C small evaluations: thread start-up would dominate
