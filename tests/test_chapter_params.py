@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import types
+import typing
 from pathlib import Path
 
 import papermill
@@ -27,6 +28,49 @@ def test_the_notebook_declares_exactly_the_params_fields(name: str) -> None:
     # papermill reads every line of the parameters cell (a "=" in a comment would hide one)
     declared = list(papermill.inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb")))
     assert sorted(declared) == sorted(CHAPTERS[name].Params.parameter_names())
+
+
+def _base_types(annotation: object) -> set[str]:
+    """``int | None`` -> {"int", "None"}; a tuple or list -> "list", a mapping -> "dict"."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return set().union(*(_base_types(a) for a in typing.get_args(annotation)))
+    if annotation is type(None):
+        return {"None"}
+    origin = typing.get_origin(annotation) or annotation
+    return {
+        {tuple: "list", list: "list", dict: "dict"}.get(origin, getattr(origin, "__name__", ""))
+    }
+
+
+def _annotations(cls: type) -> dict[str, object]:
+    """Every parameter's annotation, an embedded chapter's (the K-scan's) flat."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        t = hints[f.name]
+        out.update(
+            _annotations(t) if isinstance(t, type) and dataclasses.is_dataclass(t) else {f.name: t}
+        )
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(CHAPTERS))
+def test_papermill_reads_every_parameters_type_and_help(name: str) -> None:
+    # papermill --help-notebook: a type it reads (a "# type: ..." comment) and a help line each,
+    # the type the chapter's Params declares (None added: None means the profile's value)
+    found = papermill.inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"))
+    declared = _annotations(CHAPTERS[name].Params)
+    for param, info in found.items():
+        assert info["inferred_type_name"] not in ("None", ""), (name, param)
+        assert info["help"], (name, param)
+        given = set(info["inferred_type_name"].split("|"))
+        assert given - {"None"} == _base_types(declared[param]) - {"None"}, (name, param, given)
+
+
+@pytest.mark.parametrize("name", ["intro", "reproducibility"])
+def test_the_report_pages_parameters_have_types_and_help(name: str) -> None:
+    found = papermill.inspect_notebook(str(ROOT / "notebooks" / f"{name}.ipynb"))
+    assert found and all(p["inferred_type_name"] == "str" and p["help"] for p in found.values())
 
 
 @pytest.mark.parametrize("name", sorted(CHAPTERS))

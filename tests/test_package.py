@@ -83,3 +83,74 @@ def test_import_keeps_the_passive_omp_wait_policy_for_torch() -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "PASSIVE"
+
+
+BLOCK_EXTRAS = """
+import importlib.abc, sys
+BLOCKED = {blocked!r}
+class Missing(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+sys.meta_path.insert(0, Missing())
+"""
+
+
+def without(packages: set[str], code: str) -> subprocess.CompletedProcess[str]:
+    """``code`` in a fresh interpreter where ``packages`` cannot be imported (a core install)."""
+    return fresh(BLOCK_EXTRAS.format(blocked=sorted(packages)) + code)
+
+
+def test_the_core_install_imports_every_name_of_all() -> None:
+    # the book layer imports its extras (papermill, matplotlib, sphinx, ...) where it uses them
+    code = """
+import negatives
+for name in negatives.__all__:
+    getattr(negatives, name)
+print("all", len(negatives.__all__))
+"""
+    res = without(set(negatives._EXTRA_OF), code)
+    assert res.returncode == 0 and res.stdout.startswith("all "), res.stderr[-2000:]
+
+
+def test_a_module_that_needs_an_extra_names_it() -> None:
+    # a submodule whose import needs papermill, as a core install without the book extra sees it
+    code = """
+import importlib.abc, sys
+class NoPapermill(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "negatives.book":
+            raise ModuleNotFoundError("No module named 'papermill'", name="papermill")
+sys.meta_path.insert(0, NoPapermill())
+import negatives
+try:
+    negatives.book
+except ModuleNotFoundError as err:
+    print(err)
+"""
+    res = fresh(code)
+    assert "pip install 'negatives[book]'" in res.stdout and "papermill" in res.stdout, res.stderr
+
+
+def test_the_sweep_command_starts_with_the_cluster_extra_alone() -> None:
+    book_and_dev = {p for p, extra in negatives._EXTRA_OF.items() if extra != "cluster"}
+    res = without(book_and_dev, "from negatives.sweep import main\nmain(['--help'])")
+    assert "usage" in res.stdout and "plan" in res.stdout, res.stderr[-2000:]
+
+
+def test_license_and_citation_agree_with_the_package() -> None:
+    import tomllib
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "MIT" and "MIT License" in (root / "LICENSE").read_text()
+    cff = yaml.safe_load((root / "CITATION.cff").read_text())
+    book = yaml.safe_load((root / "_config.yml").read_text())
+    assert cff["version"] == project["version"] == negatives.__version__
+    assert cff["title"] == book["title"] and cff["license"] == project["license"]
+    assert [a["name"] for a in cff["authors"]] == [a["name"] for a in project["authors"]]
+    assert book["author"] == project["authors"][0]["name"]
+    assert (root / "src" / "negatives" / "py.typed").is_file()

@@ -84,3 +84,51 @@ def test_environment_names_versions() -> None:
     assert env["torch"] == torch.__version__ and env["device"] == "cpu"
     with pytest.raises(KeyError):
         env["gpu"]
+
+
+def test_the_listing_shows_each_run_with_what_it_trains_and_its_accuracy(tmp_path, capsys) -> None:
+    from negatives.data import load_dataset
+    from negatives.runner import run as run_config
+    from negatives.trainconfig import TrainConfig
+
+    data = load_dataset("digits", train_size=256, test_size=64, seed=0)
+    store = runs.RunStore(tmp_path)
+    config = TrainConfig(method="moco", negatives="band", band_low=0.0, band_high=0.05, epochs=1,
+                         batch_size=64, queue_size=128, width=8, device="cpu", precision="fp32")  # fmt: skip
+    done = run_config(config, data, store, progress=False)
+    from negatives import probes
+
+    accuracy = probes.evaluate_run(done, data)["linear_accuracy"]
+    (tmp_path / "runs" / "feedfacefeedface").mkdir()  # a run whose training has not started
+    rows = {r["run_id"]: r for r in runs.listing(store)}
+    row = rows[done.run_id]
+    assert (row["status"], row["method"], row["regime"], row["K"]) == (
+        "finished",
+        "moco",
+        "hardest 5%",
+        128,
+    )
+    assert row["linear_accuracy"] == accuracy and row["seconds"] > 0 and row["epochs"] == 1
+    assert rows["feedfacefeedface"]["status"] == "unfinished"
+    assert runs.main(["list", "--results", str(tmp_path), "--csv"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ",".join(runs.LISTING_COLUMNS) and len(out) == 3
+    with pytest.raises(SystemExit):
+        runs.main(["list", "--results", str(tmp_path / "nowhere")])
+    assert "not a results folder" in capsys.readouterr().err
+
+
+def test_regime_names_follow_the_books_grammar() -> None:
+    assert runs.regime_name({"negatives": "all"}) == "all"
+    assert (
+        runs.regime_name({"negatives": "band", "band_low": 0.05, "band_high": 1.0}) == "easiest 95%"
+    )
+    assert (
+        runs.regime_name({"negatives": "band", "band_low": 0.05, "band_high": 0.1}) == "[5%, 10%)"
+    )
+    assert runs.regime_name({"negatives": "no-same-class"}) == "no same-class"
+    assert runs.regime_name({"negatives": "all", "tau_plus": 0.1}) == "debiased tau+=0.1"
+    assert (
+        runs.regime_name({"negatives": "all", "tau_plus": 0.1, "beta": 1.0})
+        == "hard beta=1 tau+=0.1"
+    )

@@ -148,6 +148,24 @@ def test_log2_axis_and_legend_below() -> None:
     assert "16" in labels and not any("^" in t for t in labels)
 
 
+def test_heatmap_draws_the_matrix_with_its_values_and_no_colorbar_of_its_own() -> None:
+    gram = np.array([[1.0, -0.5, -0.5], [-0.5, 1.0, -0.5], [-0.5, -0.5, 1.0]])
+    fig, ax = show.subplots(1, 1)
+    mesh = show.heatmap(ax, gram)
+    assert np.allclose(np.asarray(mesh.get_array()).reshape(3, 3), gram)
+    assert mesh.norm.vmin == -1.0 and mesh.norm.vmax == 1.0
+    texts = [t.get_text() for t in ax.texts]
+    assert texts.count("1.00") == 3 and texts.count("-0.50") == 6
+    assert all(t.get_fontsize() >= show.MIN_FONT_PT for t in ax.texts)
+    assert len(fig.axes) == 1  # the figure's one colorbar is the caller's
+    big = np.zeros((show.MAX_ANNOTATED_CELLS + 1,) * 2)
+    fig, ax = show.subplots(1, 1)
+    show.heatmap(ax, big)
+    assert not ax.texts  # too many cells to annotate at 12 pt
+    with pytest.raises(ValueError, match="2-D"):
+        show.heatmap(ax, np.zeros(3))
+
+
 def _code_cells(path: Path) -> list[dict]:
     return [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
 

@@ -13,6 +13,12 @@ interactively are attributes of the package, imported on first use (PEP 562)::
 ``negatives.train.train`` (``from negatives.train import train``) and, at the top level,
 ``negatives.train_encoder``. ``negatives.augment`` is likewise the module, its function
 ``negatives.augment.augment``.
+
+One side effect: ``import negatives`` sets the environment variable ``OMP_WAIT_POLICY=PASSIVE``
+for the process when it is not set already (``OMP_WAIT_POLICY=ACTIVE python ...`` keeps yours).
+OpenMP threads that spin while they wait made small training steps 10 to 40 times slower on a
+CPU shared with another process; waiting passively costs nothing measurable on free cores. It
+takes effect only when negatives is imported before torch starts its threads.
 """
 
 import importlib as _importlib
@@ -122,13 +128,39 @@ _EXPORTS: dict[str, tuple[str, str]] = {
 __all__ = ["__version__", *_SUBMODULES, *_EXPORTS]
 
 
+# The packages of the optional extras (pyproject.toml) -> the extra that installs each: the core
+# install (torch, numpy, scipy, scikit-learn, pandas, tqdm) imports every exported name; the book
+# layer, the cluster executors and the browser checks need theirs.
+_EXTRA_OF: dict[str, str] = {
+    "papermill": "book", "nbformat": "book", "yaml": "book", "matplotlib": "book",
+    "matplotlib_inline": "book", "cycler": "book", "seaborn": "book", "sphinx": "book",
+    "docutils": "book", "myst_nb": "book", "submitit": "cluster", "playwright": "dev",
+}  # fmt: skip
+
+
+def _import(module: str):
+    """``negatives.<module>``; a package of an optional extra that is missing is named with the
+    extra that installs it."""
+    try:
+        return _importlib.import_module(f"{__name__}.{module}")
+    except ModuleNotFoundError as err:
+        extra = _EXTRA_OF.get((err.name or "").split(".")[0])
+        if extra is None:
+            raise
+        raise ModuleNotFoundError(
+            f"negatives.{module} needs {err.name!r}, which the {extra!r} extra installs: "
+            f"pip install 'negatives[{extra}]'",
+            name=err.name,
+        ) from err
+
+
 def __getattr__(name: str):
     """Import a submodule or an exported name on first access, then keep it on the package."""
     if name in _SUBMODULES:
-        return _importlib.import_module(f"{__name__}.{name}")  # sets the attribute itself
+        return _import(name)  # sets the attribute itself
     if name in _EXPORTS:
         module, attr = _EXPORTS[name]
-        value = getattr(_importlib.import_module(f"{__name__}.{module}"), attr)
+        value = getattr(_import(module), attr)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -473,3 +473,112 @@ class RunStore:
         value = fn(**kwargs)
         write_json(path, {"name": name, "arguments": key, "version": version, "value": value})
         return _canonical(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# what a results folder holds: python -m negatives.runs list
+
+LISTING_COLUMNS: tuple[str, ...] = (
+    "run_id", "status", "dataset", "method", "regime", "K", "temperature", "seed", "epochs",
+    "linear_accuracy", "seconds",
+)  # fmt: skip
+
+
+def _payload(path: Path) -> dict[str, Any] | None:
+    """A JSON file's payload as written, read without checks or side effects (a listing looks,
+    it does not repair: :func:`read_json` sets a corrupt file aside)."""
+    try:
+        return json.loads(path.read_text())["payload"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def regime_name(config: Mapping[str, Any]) -> str:
+    """How the book names a config's negative regime (:mod:`negatives.regimes`'s grammar)."""
+    from negatives.regimes import ORACLE, band_name  # the grammar is a layer above the cache
+
+    negatives, tau, beta = config.get("negatives"), config.get("tau_plus", 0), config.get("beta", 0)
+    if beta:
+        return f"hard beta={beta:g} tau+={tau:g}"
+    if tau:
+        return f"debiased tau+={tau:g}"
+    if negatives == "band":
+        return band_name((float(config["band_low"]), float(config["band_high"])))
+    if negatives == "no-same-class":
+        return ORACLE
+    if negatives == "random-k":
+        return f"random {config.get('num_negatives')}"
+    return str(negatives)
+
+
+def listing(store: RunStore) -> list[dict[str, Any]]:
+    """One row per run of ``store`` (:data:`LISTING_COLUMNS`), by run id: its status
+    (``finished``, ``training`` while a worker holds its lock, ``unfinished`` with a checkpoint
+    or nothing yet), what it trains (method, regime, K negatives per anchor, temperature, seed,
+    epochs), its linear-probe accuracy (%, the latest cached probe; NaN if none) and its
+    training seconds."""
+    from negatives.trainconfig import TrainConfig  # K needs the config's rules, not the cache's
+
+    rows = []
+    for run_dir in sorted(p for p in (store.root / "runs").glob("*") if p.is_dir()):
+        spec = _payload(run_dir / "config.json") or {}
+        result = _payload(run_dir / "result.json")
+        config = (result or spec).get("config", {})
+        if result is not None:
+            status = "finished"
+        elif (run_dir / "lock").exists():
+            status = "training"
+        else:
+            status = "unfinished"
+        try:
+            k: Any = TrainConfig(**config).negatives_per_query
+        except (TypeError, ValueError):
+            k = None
+        probes = sorted(run_dir.glob("eval-probes-*.json"), key=lambda p: p.stat().st_mtime)
+        metrics = (_payload(probes[-1]) or {}).get("metrics", {}) if probes else {}
+        rows.append({
+            "run_id": run_dir.name, "status": status,
+            "dataset": (result or spec).get("dataset"),
+            "method": config.get("method"), "regime": regime_name(config) if config else None,
+            "K": k, "temperature": config.get("temperature"), "seed": config.get("seed"),
+            "epochs": config.get("epochs"),
+            "linear_accuracy": metrics.get("linear_accuracy", float("nan")),
+            "seconds": result.get("seconds") if result else None,
+        })  # fmt: skip
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m negatives.runs list [--results DIR] [--csv]``: the runs of a results folder."""
+    import argparse
+    import csv
+
+    parser = argparse.ArgumentParser(prog="python -m negatives.runs", description=main.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("list", help="one row per cached run: what it trains, its accuracy")
+    ls.add_argument(
+        "--results", default=None, help=f"results folder (default ${RESULTS_ENV} or ./results)"
+    )
+    ls.add_argument("--csv", action="store_true", help="comma-separated values, for a spreadsheet")
+    args = parser.parse_args(argv)
+    store = RunStore(args.results)
+    if not (store.root / "runs").is_dir():
+        parser.error(f"--results {store.root}: no runs/ folder there (not a results folder)")
+    rows = listing(store)
+    if args.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=LISTING_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        return 0
+    import pandas as pd
+
+    table = pd.DataFrame(rows, columns=list(LISTING_COLUMNS))
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    done = table[table["status"] == "finished"]
+    print(f"\n{len(table)} runs in {store.root}: {len(done)} finished, "
+          f"{done['seconds'].sum() / 60:.1f} minutes of training")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

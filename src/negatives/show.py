@@ -23,6 +23,7 @@ from __future__ import annotations
 import html
 import math
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -207,6 +208,38 @@ def log2_axis(ax: Axes, axis: str = "x") -> None:
     target.set_major_locator(LogLocator(base=2, numticks=6))
     target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     target.set_minor_locator(NullLocator())
+
+
+# A heatmap writes its values in its cells up to this size: "-0.33" at 12 pt fits the cells of a
+# half-column panel up to 4 x 4 (at 6 x 6 it spills over its neighbours).
+MAX_ANNOTATED_CELLS = 4
+
+
+def heatmap(
+    ax: Axes, matrix: Any, *, vmin: float = -1.0, vmax: float = 1.0, annotate: bool | None = None
+) -> Any:
+    """A ``(n, m)`` matrix as a diverging heatmap (seaborn's ``vlag``: blue below the middle,
+    red above, white at it; readable in grayscale by the lightness), square cells, no
+    colorbar of its own (one for the figure: ``fig.colorbar(mesh, ax=axes)``). Each cell is
+    annotated with its value to two decimals when the matrix has at most
+    :data:`MAX_ANNOTATED_CELLS` rows and columns (``annotate`` forces either). Returns the
+    mesh, for the colorbar."""
+    import numpy as np
+    import seaborn as sns
+
+    values = np.asarray(matrix, dtype=float)
+    if values.ndim != 2:
+        raise ValueError(f"heatmap: matrix must be 2-D, got shape {values.shape}")
+    if annotate is None:
+        annotate = max(values.shape) <= MAX_ANNOTATED_CELLS
+    with warnings.catch_warnings():  # seaborn 0.13 calls a colormap method matplotlib retires
+        warnings.filterwarnings("ignore", category=PendingDeprecationWarning, module="seaborn")
+        sns.heatmap(
+            values, ax=ax, vmin=vmin, vmax=vmax, cmap="vlag", center=(vmin + vmax) / 2,
+            square=True, cbar=False, annot=annotate, fmt=".2f",
+            annot_kws={"fontsize": MIN_FONT_PT}, linewidths=0.5, linecolor="white",
+        )  # fmt: skip
+    return ax.collections[0]
 
 
 # ---------------------------------------------------------------------------------------------
