@@ -21,6 +21,7 @@ from negatives.queue import Queue
 from negatives.runner import TRAINER_VERSION, execution, run, sweep
 from negatives.train import (
     MOCO_BN_GROUPS,
+    RANK_LOG_EVERY,
     Batch,
     Checkpoint,
     Encoder,
@@ -318,6 +319,34 @@ def test_interrupted_run_resumes_to_the_same_result(digits, tmp_path, method) ->
     resumed = train(config, digits, checkpoint=ckpt, progress=False)
     assert resumed.history["epoch"] == [1, 2, 3]
     assert resumed.history["loss"] == pytest.approx(whole.history["loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco"])
+def test_the_training_log_has_every_step_once_and_changes_no_number(
+    digits, tmp_path, method
+) -> None:
+    import csv
+
+    config = _tiny(method=method, epochs=3)
+    plain = train(config, digits, progress=False)
+    log = tmp_path / "train.csv"
+    ckpt = tmp_path / "ckpt.pt"
+    train(config, digits, checkpoint=ckpt, progress=False, stop_after_epochs=1, log=log)
+    with log.open("a") as f:  # a second epoch logged, then killed before its checkpoint
+        f.write("2,999,1.0,0.001,\n")
+    logged = train(config, digits, checkpoint=ckpt, progress=False, log=log)
+    assert logged.history["loss"] == pytest.approx(plain.history["loss"], rel=1e-6)
+    with log.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    steps = len(digits.train_labels) // config.batch_size
+    assert [int(r["step"]) for r in rows] == list(range(1, 3 * steps + 1))  # each step once
+    assert [int(r["epoch"]) for r in rows] == [e for e in (1, 2, 3) for _ in range(steps)]
+    for epoch in (1, 2, 3):  # the epoch's mean loss in the history is the mean of its steps
+        mine = [float(r["loss"]) for r in rows if int(r["epoch"]) == epoch]
+        assert sum(mine) / len(mine) == pytest.approx(logged.history["loss"][epoch - 1], rel=1e-4)
+    sampled = [r for r in rows if r["same_class_weight"]]
+    assert len(sampled) == 3 * len(range(0, steps, RANK_LOG_EVERY))
+    assert all(float(r["lr"]) > 0 for r in rows)
 
 
 def test_the_checkpoint_file_keeps_its_format_and_belongs_to_one_config(digits, tmp_path) -> None:

@@ -8,11 +8,13 @@ the kept negatives, MoCo's same-class rate per rank bin of the queue).
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -91,6 +93,13 @@ def learning_rate(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], 
     :func:`_lr_factor` over the run's ``epochs`` with its ``warmup_epochs``."""
     total, warmup = steps_per_epoch * config.epochs, int(config.warmup_epochs * steps_per_epoch)
     return lambda step: config.lr * _lr_factor(step, total, warmup, config.schedule)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float:
+    """Set every parameter group's learning rate to ``lr``; returns it."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
 
 
 def stream_generator(seed: int, stream: str, device: str | torch.device = "cpu") -> torch.Generator:
@@ -218,9 +227,14 @@ class EpochLog:
         rows: slice | None = None,
         scale: float = 1.0,
         start: tuple[float, float] | None = None,
+        steps_csv: StepsCSV | None = None,
     ) -> None:
         self.rows = rows
         self.scale = scale
+        self.steps_csv = steps_csv
+        # every step's loss, learning rate and (sampled steps) same-class weight, on the device
+        # until the epoch ends: the training log costs no wait on the device per step
+        self.per_step: list[tuple[Tensor, float, Tensor | None]] = []
         # (wall, CPU) clocks the epoch counts from: now, or earlier for the first epoch's set-up
         self.start = start or (time.perf_counter(), time.process_time())
         bins = len(RANK_BIN_EDGES) - 1
@@ -243,13 +257,22 @@ class EpochLog:
         return {k: [] for k in keys}
 
     @torch.no_grad()
-    def add(self, step: Step, labels: Tensor, sampled: bool, loss: Tensor | None = None) -> None:
+    def add(
+        self,
+        step: Step,
+        labels: Tensor,
+        sampled: bool,
+        loss: Tensor | None = None,
+        lr: float = math.nan,
+    ) -> None:
         """Add one step; ``labels`` ``(b,)`` of its queries (this rank's). Before the enqueue:
         it reads the queue's labels. ``loss``: the batch's loss to log (default ``step.loss``;
-        a rank's caller passes the global one)."""
-        self.loss += (step.loss if loss is None else loss).detach()
+        a rank's caller passes the global one); ``lr``: the step's learning rate."""
+        loss = (step.loss if loss is None else loss).detach()
+        self.loss += loss
         self.steps += 1
         if not sampled:  # (B, N) passes: a sample of the steps suffices
+            self.per_step.append((loss, lr, None))
             return
         frac = filters.same_class_fraction(labels, step.negative_labels, step.mask)  # (b,)
         weight = filters.same_class_weight(
@@ -260,7 +283,9 @@ class EpochLog:
             frac, used = distributed.all_gather(frac), distributed.all_gather(used)
             weight = distributed.all_gather(weight)
         self.same_class += torch.nan_to_num(torch.nanmean(frac), nan=0.0)
-        self.same_weight += torch.nan_to_num(torch.nanmean(weight), nan=0.0)
+        step_weight = torch.nan_to_num(torch.nanmean(weight), nan=0.0)
+        self.same_weight += step_weight
+        self.per_step.append((loss, lr, step_weight))
         self.used += used.mean()
         self.sampled += 1
         if self.rank_same is not None and self.rank_total is not None:
@@ -294,4 +319,46 @@ class EpochLog:
         }
         if self.rank_same is not None and self.rank_total is not None:
             out["same_class_by_rank"] = (self.rank_same / self.rank_total.clamp_min(1)).tolist()
+        if self.steps_csv is not None:
+            self.steps_csv.write(epoch, self.per_step)
         return out
+
+
+# The columns of a run's training log, one row per step (``train.csv`` in its run folder).
+STEP_COLUMNS: tuple[str, ...] = ("epoch", "step", "loss", "lr", "same_class_weight")
+
+
+class StepsCSV:
+    """A run's training log ``path``: a CSV of every step's loss and learning rate, and on the
+    sampled steps (every :data:`RANK_LOG_EVERY`-th) the share of the softmax's negative weight
+    on same-class negatives, written at the end of each epoch (:meth:`EpochLog.entry`), so
+    that a researcher can plot a run while it trains. It reads the run, changes none of its
+    numbers and is not part of its identity. Opened after ``done`` finished epochs (a resumed
+    run), it keeps only their rows: an epoch cut short is logged once, when it is trained
+    again."""
+
+    def __init__(self, path: str | Path, done: int) -> None:
+        self.path = Path(path)
+        kept: list[list[str]] = []
+        if done > 0 and self.path.is_file():
+            with self.path.open(newline="") as f:
+                kept = [r for r in list(csv.reader(f))[1:] if r and int(r[0]) <= done]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("w", newline="") as f:
+            csv.writer(f).writerows([list(STEP_COLUMNS), *kept])
+        self.step = len(kept)
+
+    def write(self, epoch: int, per_step: list[tuple[Tensor, float, Tensor | None]]) -> None:
+        """Append one epoch's steps (``(loss, lr, weight or None)`` as :class:`EpochLog` keeps
+        them): one wait on the device for the whole epoch."""
+        if not per_step:
+            return
+        losses = torch.stack([loss for loss, _, _ in per_step]).tolist()
+        known = [w for _, _, w in per_step if w is not None]
+        values = iter(torch.stack(known).tolist() if known else [])
+        with self.path.open("a", newline="") as f:
+            out = csv.writer(f)
+            for (_, lr, w), loss in zip(per_step, losses, strict=True):
+                self.step += 1
+                weight = f"{next(values):.6g}" if w is not None else ""
+                out.writerow([epoch, self.step, f"{loss:.6g}", f"{lr:.6g}", weight])

@@ -180,7 +180,7 @@ def _train_and_save(
         )
         start = Checkpoint.finished_epochs(checkpoint, config)
         store.log_attempt(run_id, event="start", from_epoch=start, epochs=config.epochs)
-    out = train(config, data, checkpoint=checkpoint, progress=progress)
+    out = train(config, data, checkpoint=checkpoint, progress=progress, log=run_dir / "train.csv")
     result = None
     if main:
         model_args = dict(

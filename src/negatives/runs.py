@@ -6,6 +6,7 @@ Layout under a results folder::
     results/runs/<run_id>/checkpoint.pt    the last finished epoch (resume point)
     results/runs/<run_id>/model.pt         the trained weights (written when training ends)
     results/runs/<run_id>/result.json      history, environment, wall time (written last)
+    results/runs/<run_id>/train.csv        every step's loss and learning rate, epoch by epoch
     results/runs/<run_id>/eval-<name>-<hash>.json   cached evaluations of the trained model
     results/runs/<run_id>/lock             the worker training it now (:class:`RunLock`)
     results/runs/<run_id>/attempts.jsonl   who trained it, from which epoch, and when it ended

@@ -43,9 +43,11 @@ from negatives.epochs import (
     STREAMS,
     EpochLog,
     EpochPlan,
+    StepsCSV,
     _plan_epoch,
     learning_rate,
     make_optimizer,
+    set_lr,
     stream_generator,
 )
 from negatives.memory import MemoryNeed, check_memory, estimate_memory
@@ -267,11 +269,12 @@ def train(
     checkpoint: str | Path | None = None,
     progress: bool = True,
     stop_after_epochs: int | None = None,
+    log: str | Path | None = None,
 ) -> TrainResult:
     """Train one encoder; resume from ``checkpoint`` when it holds an unfinished run.
 
-    ``stop_after_epochs`` stops early (as an interruption would), leaving the checkpoint; used by
-    the tests of resumption.
+    ``stop_after_epochs`` stops early as an interruption would (the tests of resumption);
+    ``log``: a CSV of every step's loss and learning rate (:class:`negatives.epochs.StepsCSV`).
 
     In a process group of ``W`` ranks (``torchrun``; :func:`check_world_size` says which configs
     can) every rank calls this with the same arguments and trains its share of every batch
@@ -310,17 +313,17 @@ def train(
                disable=not (progress and distributed.is_main()))  # fmt: skip
     mask_gen, shuffle_gen = streams["mask"], streams["shuffle"]
     first = done  # this process's first epoch, whose clock started at the set-up
+    scale = (1 + config.beta) / config.temperature  # the softmax's logits per similarity
+    steps_csv = StepsCSV(log, done) if log is not None and distributed.is_main() else None
     for epoch in bar:
-        scale = (1 + config.beta) / config.temperature  # the softmax's logits per similarity
         start = setup if epoch == first else None
-        log = EpochLog(device, ranks=queue is not None, rows=rows, scale=scale, start=start)
+        epoch_log = EpochLog(device, queue is not None, rows, scale, start, steps_csv)
         model.train()
         plan = plan_epoch(streams["data"])
         for b in range(steps_per_epoch):
             _, where = plan.batch(b, config.batch_size)
             batch = kit.batch(images, labels, plan, where, moco=queue is not None)
-            for g in optimizer.param_groups:
-                g["lr"] = lr_at(epoch * steps_per_epoch + b)
+            lr = set_lr(optimizer, lr_at(epoch * steps_per_epoch + b))
             if queue is None or encoder_k is None:
                 step = kit.simclr_step(encoder_q, batch, config, mask_gen)
             else:
@@ -329,13 +332,13 @@ def train(
             # the global batch's loss: every rank sees a divergence on any rank, and logs it
             loss = step.loss if world == 1 else distributed.all_reduce(step.loss, "mean")
             _check_finite(loss, config, f"epoch {epoch + 1}, step {b + 1}", done, checkpoint)
-            log.add(step, batch.local_labels, sampled=b % RANK_LOG_EVERY == 0, loss=loss)
+            epoch_log.add(step, batch.local_labels, b % RANK_LOG_EVERY == 0, loss, lr)
             update(optimizer, step.loss)
             if queue is not None and step.keys is not None:
                 queue.enqueue(step.keys, batch.ids, batch.labels)  # after the step, as MoCo
         if world > 1:
             _average_batchnorm(model, key_model)
-        for key, value in log.entry(epoch + 1).items():
+        for key, value in epoch_log.entry(epoch + 1).items():
             history[key].append(value)
         elapsed += history["seconds"][-1]
         done = epoch + 1
