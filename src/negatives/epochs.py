@@ -272,7 +272,7 @@ class EpochLog:
         self.loss += loss
         self.steps += 1
         if not sampled:  # (B, N) passes: a sample of the steps suffices
-            self.per_step.append((loss, lr, None))
+            self._keep(loss, lr, None)
             return
         frac = filters.same_class_fraction(labels, step.negative_labels, step.mask)  # (b,)
         weight = filters.same_class_weight(
@@ -285,7 +285,7 @@ class EpochLog:
         self.same_class += torch.nan_to_num(torch.nanmean(frac), nan=0.0)
         step_weight = torch.nan_to_num(torch.nanmean(weight), nan=0.0)
         self.same_weight += step_weight
-        self.per_step.append((loss, lr, step_weight))
+        self._keep(loss, lr, step_weight)
         self.used += used.mean()
         self.sampled += 1
         if self.rank_same is not None and self.rank_total is not None:
@@ -298,6 +298,11 @@ class EpochLog:
                 c, t = distributed.all_reduce(c), distributed.all_reduce(t)
             self.rank_same += c
             self.rank_total += t
+
+    def _keep(self, loss: Tensor, lr: float, weight: Tensor | None) -> None:
+        """A step's row of the training log, kept only where one is written (rank 0, a log)."""
+        if self.steps_csv is not None:
+            self.per_step.append((loss, lr, weight))
 
     def entry(self, epoch: int) -> dict[str, Any]:
         """The history values of the epoch (numbered from 1); its clocks stop here."""
