@@ -42,7 +42,7 @@ if [ "$smoke" = 1 ]; then
   device=cpu
   bench=(--dataset digits --width 8 --batch-size 32 --steps 1 --warmup 1 --repeats 1 --workers 0)
   resnet=(--arch resnet18-cifar --synthetic --batch-size 8 --steps 1 --warmup 1 --repeats 1 --workers 0)
-  chapter=(--profile smoke --param seeds=1 --param extra_seeds=0)
+  chapter=(--profile smoke -p seeds 1 -p extra_seeds 0)
 else
   device=cuda
   "$py" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "no GPU visible to torch")'
@@ -69,8 +69,8 @@ step "2/4 throughput on $device"
 
 step "3/4 chapter 2, profile ${chapter[1]}, from an empty run cache"
 t0=$(date +%s)
-"$py" -m negatives.chapters.difficulty "${chapter[@]}" --param device="$device" \
-  --param results_dir="$results" --json "$out/gpu-difficulty.json" | tee "$out/gpu-difficulty.txt"
+"$py" -m negatives.chapters.difficulty "${chapter[@]}" -p device "$device" \
+  -p results_dir "$results" --json "$out/gpu-difficulty.json" | tee "$out/gpu-difficulty.txt"
 echo "chapter 2 took $(( $(date +%s) - t0 )) s end to end" | tee -a "$out/gpu-difficulty.txt"
 
 step "4/4 one run across every GPU with torchrun (DDP)"

@@ -5,7 +5,7 @@
 #
 # usage: bash scripts/build-book.sh [--profile smoke|book|full] [--pdf] [other negatives.book options]
 #   e.g. bash scripts/build-book.sh --profile smoke
-#        bash scripts/build-book.sh --only coupon --param device=cuda
+#        bash scripts/build-book.sh --only coupon -p device cuda
 #        bash scripts/build-book.sh --pdf      # also _build/pdf/book.pdf, pages in _build/pdf/pages/
 set -euo pipefail
 cd "$(dirname "$0")/.."

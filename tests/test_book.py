@@ -290,13 +290,38 @@ def test_unknown_only_and_unknown_param_are_refused(tmp_path: Path) -> None:
 
 
 def test_parse_params_reads_literals_and_strings() -> None:
-    got = parse_params(["K=64", "t=0.07", "device=cuda", "ks=[1, 2]", "x=None", "ok=True"])
+    pairs = [("K", "64"), ("t", "0.07"), ("device", "cuda"), ("ks", "[1, 2]"), ("x", "None")]
+    got = parse_params([*pairs, ("ok", "True")])
     assert got == {"K": 64, "t": 0.07, "device": "cuda", "ks": [1, 2], "x": None, "ok": True}
-    assert parse_params(["name=a=b"]) == {"name": "a=b"}
-    with pytest.raises(ValueError, match="param"):
-        parse_params(["K64"])
+    assert parse_params([("name", "a=b")]) == {"name": "a=b"}
+    with pytest.raises(ValueError, match="NAME VALUE"):
+        parse_params([("K=64",)])
+    with pytest.raises(ValueError, match="identifier"):
+        parse_params([("K-1", "2")])
     with pytest.raises(ValueError, match="param=profile"):
-        parse_params(["profile=full"])
+        parse_params([("profile", "full")])
+
+
+def test_every_command_spells_a_parameter_as_papermill_does(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """book build, sweep plan and the difficulty chapter's command: -p NAME VALUE."""
+    from negatives import sweep
+    from negatives.book import _parser
+    from negatives.chapters.difficulty import analysis
+
+    assert _parser().parse_args(["build", "-p", "device", "cuda"]).param == [["device", "cuda"]]
+    for old_spelling in (
+        lambda: _parser().parse_args(["build", "-p", "device=cuda"]),
+        lambda: sweep.main(["plan", "difficulty", "--profile", "smoke", "-p", "seeds=1"]),
+        lambda: analysis.main(["--profile", "smoke", "-p", "seeds=1"]),
+    ):
+        with pytest.raises(SystemExit):
+            old_spelling()
+        assert "expected 2 arguments" in capsys.readouterr().err
+    assert sweep.main(["plan", "difficulty", "--profile", "smoke", "-p", "seeds", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all('"seed": 0' in line for line in lines)
 
 
 def test_toc_chapters_in_reading_order() -> None:

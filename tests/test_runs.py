@@ -64,6 +64,25 @@ def test_corrupt_checkpoint_is_set_aside(tmp_path) -> None:
     assert (tmp_path / "c.pt.corrupt").exists()
 
 
+def test_a_notice_is_a_log_record_shown_on_the_page_with_its_source(
+    tmp_path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from negatives.glue import stderr_to_page
+
+    (tmp_path / "c.pt").write_bytes(b"not a checkpoint")
+    with caplog.at_level("WARNING", logger="negatives"):
+        runs.load_torch(tmp_path / "c.pt")
+    assert [(r.name, r.levelname) for r in caplog.records] == [("negatives.runs", "WARNING")]
+    capsys.readouterr()
+    (tmp_path / "d.pt").write_bytes(b"not a checkpoint")
+    with stderr_to_page():
+        runs.load_torch(tmp_path / "d.pt")
+    out = capsys.readouterr()
+    # on the page (stdout), named, once; nothing left on stderr, where the build sees an error
+    assert out.out.count("negatives.runs: ") == 1 and "set aside as d.pt.corrupt" in out.out
+    assert out.err == ""
+
+
 def test_evaluation_is_computed_once(tmp_path) -> None:
     store = runs.RunStore(tmp_path)
     calls = []

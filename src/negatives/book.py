@@ -32,7 +32,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from negatives.config import PROFILES, check_choice, check_profile, parse_params
+from negatives.config import (
+    PROFILES,
+    add_param_option,
+    check_choice,
+    check_profile,
+    parse_params,
+)
 from negatives.glue import TIMINGS, compare_glued, read_timings
 from negatives.latex import _latex_failure, _stub_missing_packages, missing_characters
 from negatives.toc import GENERATED, REPORTS, BookBuildError, Chapter, read_toc, toc_chapters
@@ -402,10 +408,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--profile", default="book", help=f"scale profile, one of {list(PROFILES)}")
     b.add_argument("--only", metavar="NAME", help="execute just this chapter (and the report)")
     b.add_argument("--no-execute", action="store_true", help="only re-render executed copies")
-    b.add_argument(
-        "--param", "-p", action="append", default=[], metavar="NAME=VALUE",
-        help="extra papermill parameter for the notebooks that declare NAME (repeatable)",
-    )  # fmt: skip
+    add_param_option(b)  # passed to each notebook that declares NAME
     b.add_argument(
         "--allow-missing", action="store_true",
         help="skip toc chapters whose notebook (or executed copy) does not exist yet",

@@ -6,6 +6,7 @@ and what is allowed, so that a papermill run with ``-p name value`` fails with a
 
 from __future__ import annotations
 
+import argparse
 import ast
 import math
 from collections.abc import Iterable, Sequence
@@ -193,18 +194,29 @@ def parse_list(name: str, text: str) -> Any:
     return [part.strip() for part in stripped.split(",") if part.strip()]
 
 
-def parse_params(items: Sequence[str]) -> dict[str, Any]:
-    """``["K=64", "device=cuda", "ks=[1, 2]"]`` -> ``{"K": 64, "device": "cuda", "ks": [1, 2]}``.
+def add_param_option(parser: argparse.ArgumentParser) -> None:
+    """``-p NAME VALUE`` (repeatable), spelt as papermill spells it, on every command of the
+    package that passes parameters to a chapter; :func:`parse_params` reads what it collects."""
+    parser.add_argument(
+        "-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+        help="a chapter parameter, as papermill's -p NAME VALUE (repeatable)",
+    )  # fmt: skip
+
+
+def parse_params(pairs: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """``[("K", "64"), ("device", "cuda"), ("ks", "[1, 2]")]`` ->
+    ``{"K": 64, "device": "cuda", "ks": [1, 2]}``.
 
     Values are Python literals where they parse as one (numbers, ``None``, ``True``, lists),
     otherwise strings, as papermill's ``-p`` does.
     """
     params: dict[str, Any] = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        name = name.strip()
-        if not sep or not name.isidentifier():
-            raise ValueError(f"param={item!r} must look like NAME=VALUE")
+    for pair in pairs:
+        if len(pair) != 2:
+            raise ValueError(f"param={list(pair)!r} must be a NAME and a VALUE (-p NAME VALUE)")
+        name, text = pair[0].strip(), pair[1]
+        if not name.isidentifier():
+            raise ValueError(f"param name {pair[0]!r} is not a Python identifier (-p NAME VALUE)")
         if name == "profile":
             raise ValueError("param=profile is not allowed here; use --profile")
         try:

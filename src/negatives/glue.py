@@ -10,6 +10,7 @@ import ast
 import contextlib
 import io
 import json
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,12 +42,23 @@ def stderr_to_page() -> Iterator[None]:
     such as "corrupt, set aside") shown on the page instead: captured, then printed to stdout,
     one final line per bar. The book build treats stderr as an error (a stray warning on a
     published page is usually a real problem); progress and notices are not. (The kernel
-    forwards even its process's own stderr to the page, so nothing can stay live there.)"""
+    forwards even its process's own stderr to the page, so nothing can stay live there.) The
+    package's log records at INFO and above go to the same place, named by their logger."""
     kept = io.StringIO()
+    logger = logging.getLogger("negatives")
+    handler = logging.StreamHandler(kept)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # shown once, on the page, not again by a handler of the root's
     try:
         with contextlib.redirect_stderr(kept):
             yield
     finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
         lines = final_lines(kept.getvalue())
         if lines:
             print("\n".join(lines))

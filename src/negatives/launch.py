@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,8 @@ from negatives import distributed, runs
 from negatives.data import load_dataset
 from negatives.runner import execution, run
 from negatives.trainconfig import TrainConfig
+
+log = logging.getLogger(__name__)
 
 CLI_DESCRIPTION = """\
 Train one run (or find it in the run cache) from a JSON file: an object with the keys "config"
@@ -143,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     """The command line (``python -m negatives.train --help``); returns the exit status."""
     parser = _cli_parser()
     args = parser.parse_args(argv)
+    # the library's notices (a run set aside, a stale lock, jobs submitted), with their source
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
         spec = read_run_spec(args.config, args.index)
     except (ValueError, OSError) as err:
@@ -168,13 +172,14 @@ def main(argv: list[str] | None = None) -> int:
         planned = spec.source.get("run_id")
         if distributed.is_main() and planned is not None and planned != run_id:
             there = spec.source.get("execution")
-            print(
-                f"warning: the plan names this run {planned} but here it is {run_id}: this "
-                f"machine computes it otherwise (here {execution(spec.config)}"
-                + (f", in the plan {there}" if there else "")
-                + "); a notebook reading the plan will not find it: make the plan for this "
-                "machine (sweep plan --device, --precision, --threads, --world-size)",
-                file=sys.stderr,
+            log.warning(
+                "the plan names this run %s but here it is %s: this machine computes it "
+                "otherwise (here %s%s); a notebook reading the plan will not find it: make the "
+                "plan for this machine (sweep plan --device, --precision, --threads, --world-size)",
+                planned,
+                run_id,
+                execution(spec.config),
+                f", in the plan {there}" if there else "",
             )
         done = run(spec.config, data, store, progress=not args.quiet)
         assert done is not None  # run() waits for a run another worker holds

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -41,6 +42,10 @@ from typing import Any
 import torch
 
 from negatives import __version__
+
+# Notices (a corrupt file set aside, a stale lock taken over): warnings, shown without any
+# logging set-up; the commands and the book's pages show them with the logger's name.
+log = logging.getLogger(__name__)
 
 RESULTS_ENV = "NEGATIVES_RESULTS"
 
@@ -113,7 +118,7 @@ def set_aside(path: Path, why: str, suffix: str = ".corrupt") -> None:
         path.replace(path.with_name(path.name + suffix))
     except FileNotFoundError:
         return
-    print(f"negatives.runs: {path} {why}; set aside as {path.name}{suffix}", file=sys.stderr)
+    log.warning("%s %s; set aside as %s%s", path, why, path.name, suffix)
 
 
 def read_json(path: str | os.PathLike) -> Any | None:
@@ -305,10 +310,7 @@ class RunLock:
             again = self.holder()  # still the stale one? (not a fresh lock taken meanwhile)
             if again is not None and again.get("token") == holder.get("token"):
                 who = f"{holder.get('host')}:{holder.get('pid')}"
-                print(
-                    f"negatives.runs: {self.path} was held by {who}, which is gone; taking over",
-                    file=sys.stderr,
-                )
+                log.warning("%s was held by %s, which is gone; taking over", self.path, who)
                 self.path.unlink(missing_ok=True)
             return self.holder() is None
         finally:

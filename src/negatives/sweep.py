@@ -33,6 +33,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -51,6 +52,8 @@ from negatives.data import Dataset, load_dataset
 from negatives.distributed import thread_share
 from negatives.runner import Workers
 from negatives.trainconfig import TrainConfig
+
+log = logging.getLogger(__name__)
 
 TRAINING_CHAPTERS: tuple[str, ...] = ("difficulty", "bounds", "more_negatives", "treatments")
 # Options of the executor parameter that are ours, not submitit's: what the workers compute on.
@@ -359,18 +362,22 @@ class Executor:
         jobs: list[Any] = []
         live = self.live_jobs(plan, store)
         if live:
-            print(
-                f"negatives.sweep: {len(missing)} of {len(plan)} runs left to the jobs "
-                f"{', '.join(live)} submitted earlier",
-                file=sys.stderr,
+            log.info(
+                "%d of %d runs left to the jobs %s submitted earlier",
+                len(missing),
+                len(plan),
+                ", ".join(live),
             )
         elif len(training) < len(missing):  # some missing run has no worker: start workers
             jobs = self.submit(missing, store, plan)
-            print(
-                f"negatives.sweep: {len(missing)} of {len(plan)} runs submitted to {self.kind} "
-                f"({self.num_workers} workers, jobs {', '.join(str(j.job_id) for j in jobs)}; "
-                f"logs in {self.folder(store) / 'jobs'})",
-                file=sys.stderr,
+            log.info(
+                "%d of %d runs submitted to %s (%d workers, jobs %s; logs in %s)",
+                len(missing),
+                len(plan),
+                self.kind,
+                self.num_workers,
+                ", ".join(str(j.job_id) for j in jobs),
+                self.folder(store) / "jobs",
             )
         if not self.wait:
             raise RunsPending(
@@ -476,15 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("plan", help="print (or write) a chapter's plan as JSON lines")
     p.add_argument("chapter", choices=TRAINING_CHAPTERS)
     p.add_argument("--profile", default="book", choices=cfg.PROFILES)
-    p.add_argument(
-        "-p",
-        "--param",
-        nargs=2,
-        action="append",
-        default=[],
-        metavar=("NAME", "VALUE"),
-        help="a papermill parameter (repeatable)",
-    )
+    cfg.add_param_option(p)
     p.add_argument("--device", help="what the workers' device='auto' resolves to (cpu, cuda)")
     p.add_argument("--precision", help="what the workers' precision='auto' resolves to")
     p.add_argument(
@@ -512,6 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("plan")
     s.add_argument("--results", default=None)
     args = parser.parse_args(argv)
+    # the library's notices (a run set aside, a stale lock, jobs submitted), with their source
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     try:
         return _main(parser, args)
     except ValueError as err:  # a bad parameter: its message names it
@@ -521,7 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "plan":
         module = chapter_module(args.chapter)
-        P = module.Params.from_profile(args.profile, **dict(args.param))
+        P = module.Params.from_profile(args.profile, **cfg.parse_params(args.param))
         machine = Workers(
             device=args.device,
             precision=args.precision,

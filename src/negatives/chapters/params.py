@@ -42,7 +42,7 @@ def unknown_name_error(name: str, allowed: list[str]) -> ValueError:
 
 
 def parse_text(name: str, text: str, annotation: str) -> Any:
-    """A value given as text (``papermill -p name '[1, 2]'``, ``--param name=3``) as the field's
+    """A value given as text (``papermill -p name '[1, 2]'``, ``-p name 3``) as the field's
     type: lists from ``'[1, 2]'`` or ``'1,2'``, numbers and ``None`` from their literals."""
     listy = annotation.startswith(("tuple", "list"))
     if listy and not text.strip().startswith(("[", "(")):

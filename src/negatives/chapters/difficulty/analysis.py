@@ -148,14 +148,14 @@ def run(P: Params, store: RunStore | None = None, *, progress: bool = True) -> d
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """``python -m negatives.chapters.difficulty --profile book --param device=cuda``: the
+    """``python -m negatives.chapters.difficulty --profile book -p device cuda``: the
     chapter's computations without the notebook (as on a GPU machine with no Jupyter); prints
     the verdict table and, with ``--json``, writes it and the summary."""
     p = argparse.ArgumentParser(
         prog="python -m negatives.chapters.difficulty", description=main.__doc__
     )
     p.add_argument("--profile", default="book", choices=cfg.PROFILES)
-    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    cfg.add_param_option(p)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     P = Params.from_profile(args.profile, **cfg.parse_params(args.param))
