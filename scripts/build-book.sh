@@ -6,6 +6,8 @@
 # usage: bash scripts/build-book.sh [--profile smoke|book|full] [--pdf] [other negatives.book options]
 #   e.g. bash scripts/build-book.sh --profile smoke
 #        bash scripts/build-book.sh --only coupon -p device cuda
+#   In an active conda env or virtualenv that has the package (pip install -e '.[book,dev]'),
+#   that environment is used; otherwise .venv/ (scripts/python.sh).
 #        bash scripts/build-book.sh --pdf      # also _build/pdf/book.pdf, pages in _build/pdf/pages/
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,9 +21,11 @@ if [ "$pdf" = 1 ]; then
 else
   bash scripts/setup.sh
 fi
+. scripts/python.sh
+py=$(negatives_python) # .venv, or the active environment that has the package (see python.sh)
 # negatives.book's --profile defaults to book.
-echo "==> .venv/bin/python -m negatives.book build $*"
-.venv/bin/python -m negatives.book build "$@"
+echo "==> $py -m negatives.book build $*"
+"$py" -m negatives.book build "$@"
 echo "==> the book is at $(pwd)/_build/html/index.html"
 if [ "$pdf" = 1 ]; then
   echo "==> the PDF is at $(pwd)/_build/pdf/book.pdf (its pages as PNG in _build/pdf/pages/)"

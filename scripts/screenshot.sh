@@ -14,7 +14,8 @@ cd "$(dirname "$0")/.."
 if [ $# = 0 ]; then
   [ -d _build/html ] || { echo "screenshot.sh: no _build/html (build the book first)" >&2; exit 1; }
   command -v chromium >/dev/null 2>&1 || bash scripts/setup.sh --with-browser
-  exec .venv/bin/python -m negatives.pages _build/html --width 1280 --screenshots _build/screenshots
+  . scripts/python.sh
+  exec "$(negatives_python)" -m negatives.pages _build/html --width 1280 --screenshots _build/screenshots
 fi
 
 page=$1

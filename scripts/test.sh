@@ -10,18 +10,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh --with-browser --with-latex
+. scripts/python.sh
+py=$(negatives_python) # .venv, or the active environment that has the package (see python.sh)
 if [ $# -gt 0 ]; then
-  echo "==> .venv/bin/python -m pytest -q $*"
-  .venv/bin/python -m pytest -q "$@"
+  echo "==> $py -m pytest -q $*"
+  "$py" -m pytest -q "$@"
 else
   # one thread each: two processes that each spin on both cores run many times slower
   export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
   logs=$(mktemp -d)
   trap 'rm -rf "$logs"' EXIT
-  echo "==> .venv/bin/python -m pytest -q -m smoke_book   (and at once: -m 'not smoke_book')"
-  .venv/bin/python -m pytest -q -m smoke_book >"$logs/book.txt" 2>&1 &
+  echo "==> $py -m pytest -q -m smoke_book   (and at once: -m 'not smoke_book')"
+  "$py" -m pytest -q -m smoke_book >"$logs/book.txt" 2>&1 &
   book=$!
-  .venv/bin/python -m pytest -q -m "not smoke_book" >"$logs/rest.txt" 2>&1 &
+  "$py" -m pytest -q -m "not smoke_book" >"$logs/rest.txt" 2>&1 &
   rest=$!
   rc_book=0 rc_rest=0
   wait "$book" || rc_book=$?
@@ -30,5 +32,5 @@ else
   echo "==> the other tests (exit $rc_rest)"; cat "$logs/rest.txt"
   if [ "$rc_book" != 0 ] || [ "$rc_rest" != 0 ]; then exit 1; fi
 fi
-echo "==> .venv/bin/ruff check"
-.venv/bin/ruff check
+echo "==> $py -m ruff check"
+"$py" -m ruff check

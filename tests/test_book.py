@@ -520,3 +520,22 @@ def test_smoke_book_lists_the_runs_behind_each_figure(smoke_book: Path) -> None:
     )
     some = sorted(ids)[0][:12]
     assert some in text and "Fig. " in text  # ids listed, figures referenced by number
+
+
+def test_the_citation_names_the_study_and_the_commit_that_built_it(tmp_path: Path) -> None:
+    from negatives.chapters.reproducibility import citation
+    from negatives.runs import git_commit
+
+    entry = citation()
+    assert entry.startswith("@software{negatives,") and entry.endswith("}")
+    assert "title = {Negative samples in contrastive learning" in entry
+    commit = git_commit()
+    if commit is not None and len(commit) == 40:  # a checkout (not a source archive)
+        assert f"git commit {commit}" in entry and re.search(r"year = \{20\d\d\}", entry)
+    # family and given names, as CITATION.cff writes people
+    cff = tmp_path / "CITATION.cff"
+    cff.write_text(
+        "title: T\nversion: 1.0\nauthors:\n"
+        "  - family-names: Doe\n    given-names: Jane\n  - family-names: Roe\n    given-names: R.\n"
+    )
+    assert "author = {Doe, Jane and Roe, R.}" in citation(cff)

@@ -1,8 +1,9 @@
 """The browser checks of the built pages (negatives.pages), in Debian's Chromium via Playwright.
 
 The unit tests open tiny hand-written sites (seconds, no book build); the slow test checks every
-page of the smoke build. Without Chromium or Playwright they fail, naming the set-up command:
-CI (scripts/test.sh) installs both, so a skip there would hide a check that never ran.
+page of the smoke build. Without Chromium or Playwright they are skipped, naming the set-up
+command, except under CI, where scripts/test.sh installs both and they fail
+(conftest.missing_system_tool).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from conftest import missing_system_tool
 
 from negatives import pages, show
 from negatives.book import MATHJAX
@@ -72,7 +74,7 @@ def require_browser() -> None:
     try:
         pages.require_browser()
     except BrowserMissing as exc:
-        pytest.fail(str(exc))
+        missing_system_tool(str(exc))
 
 
 def write_site(root: Path) -> Path:

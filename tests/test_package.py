@@ -154,3 +154,37 @@ def test_license_and_citation_agree_with_the_package() -> None:
     assert [a["name"] for a in cff["authors"]] == [a["name"] for a in project["authors"]]
     assert book["author"] == project["authors"][0]["name"]
     assert (root / "src" / "negatives" / "py.typed").is_file()
+
+
+def test_the_extras_named_in_errors_are_those_of_pyproject() -> None:
+    """negatives._EXTRA_OF names, for each package a submodule may miss, the extra that installs
+    it: where that package is itself a dependency of an extra in pyproject.toml, the same one."""
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    module_of = {"pyyaml": "yaml", "myst-nb": "myst_nb", "jupyter-book": "jupyter_book"}
+    declared = {}
+    for extra, requirements in extras.items():
+        for requirement in requirements:
+            dist = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower()
+            declared[module_of.get(dist, dist.replace("-", "_"))] = extra
+    direct = {m: e for m, e in negatives._EXTRA_OF.items() if m in declared}
+    assert len(direct) >= 6 and all(declared[m] == e for m, e in direct.items()), direct
+
+
+def test_the_api_page_documents_every_public_name() -> None:
+    """book/api.md: an autodoc entry for each exported name and the module table lists every
+    submodule, so that a name added to negatives.__all__ without its page fails here."""
+    import re
+
+    page = (Path(__file__).resolve().parents[1] / "book" / "api.md").read_text()
+    documented = re.findall(r"^\.\. auto(?:function|class):: negatives\.(\w+)$", page, re.M)
+    assert sorted(documented) == sorted(negatives._EXPORTS)
+    modules = re.findall(r"^   negatives\.(\w+)$", page, re.M)
+    assert sorted(modules) == sorted(negatives._SUBMODULES)
+    toc = (Path(__file__).resolve().parents[1] / "_toc.yml").read_text()
+    assert "file: book/api" in toc

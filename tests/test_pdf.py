@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import missing_system_tool
 
 from negatives import book, latex
 from negatives.book import LATEX_DIR, LATEX_TOOLS, PDF, PDF_PAGES, check_latex_tools
@@ -117,7 +118,7 @@ def test_smoke_book_pdf_has_every_chapter_figures_tables_and_references(
 ) -> None:
     missing = [t for t in (*LATEX_TOOLS, *POPPLER) if shutil.which(t) is None]
     if missing:
-        pytest.fail(f"{missing} not installed: run `bash scripts/setup.sh --with-latex` first")
+        missing_system_tool(f"{missing} not installed: run `bash scripts/setup.sh --with-latex`")
     cmd = [sys.executable, "-m", "negatives.book", "build", "--no-execute", "--pdf",
            "--root", str(smoke_book)]  # fmt: skip
     t0 = time.perf_counter()

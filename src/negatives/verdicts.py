@@ -226,11 +226,12 @@ def seeds_to_decide(
 
     ``[low, high]`` is a Student-t ``confidence`` interval of a mean over ``seeds`` seeds; its
     spread is s = half-width x sqrt(n) / t(n-1). The answer is the smallest m > n with
-    t(m-1) s / sqrt(m) < |estimate - b|, b the region's boundary that the interval straddles
+    ``t(m-1) s / sqrt(m) < |estimate - b|``, b the region's boundary that the interval straddles
     (the budget that would make the interval clear it, were the mean and the spread the same).
     With ``test_set`` the verdict's interval is :func:`both_sources`: the test set's half-width
-    on the boundary's side does not shrink with seeds, so m must satisfy sqrt((t(m-1) s /
-    sqrt(m))^2 + h_test^2) < |estimate - b|, and no number of seeds decides where h_test alone
+    on the boundary's side does not shrink with seeds, so m must satisfy
+    ``sqrt((t(m-1) s / sqrt(m))^2 + h_test^2) < |estimate - b|``, and no number of seeds decides
+    where h_test alone
     reaches the boundary (a larger test set would).
     None where the verdict is not inconclusive, there is no interval (fewer than two seeds),
     the estimate sits on the boundary, or more than ``max_seeds`` would be needed.

@@ -1,6 +1,7 @@
 """The reproducibility page (``notebooks/reproducibility.ipynb``): what produced the book's
 numbers, the software versions (:func:`versions_table`), the machine (:func:`hardware_table`),
-each notebook's time in this build (:func:`timings_table`), and the encoder's speedrun
+each notebook's time in this build (:func:`timings_table`), how to cite it
+(:func:`citation`), and the encoder's speedrun
 (``benchmarks/speedrun.py``; :func:`speedrun_results`, :func:`speedrun_numbers`,
 :func:`speedrun_figure`)."""
 
@@ -53,6 +54,41 @@ def versions_table() -> pd.DataFrame:
         commit += " (with uncommitted changes)"
     rows.append(("git commit", commit))
     return pd.DataFrame(rows, columns=["component", "version"])
+
+
+def citation(cff: str | os.PathLike[str] | None = None) -> str:
+    """A BibTeX entry for this study, from ``CITATION.cff`` (title, authors, version) and the
+    commit that built the book: its year, and the commit as the source's exact version. The
+    book has no public address of its own yet; the entry names the code by package and commit.
+    """
+    import yaml
+
+    from negatives.runs import git_commit
+
+    path = Path(cff) if cff is not None else Path(__file__).resolve().parents[3] / "CITATION.cff"
+    meta = yaml.safe_load(path.read_text())
+    commit = git_commit()
+    year = None
+    if commit is not None and all(c in "0123456789abcdef" for c in commit):
+        res = subprocess.run(
+            ["git", "show", "-s", "--format=%cs", commit], capture_output=True, text=True,
+            timeout=5, cwd=path.parent,
+        )  # fmt: skip
+        year = res.stdout.strip()[:4] if res.returncode == 0 else None
+    else:
+        commit = None
+    authors = " and ".join(
+        a.get("name") or f"{a['family-names']}, {a['given-names']}" for a in meta["authors"]
+    )
+    fields = [
+        ("title", meta["title"]),
+        ("author", f"{{{authors}}}" if "name" in meta["authors"][0] else authors),
+        ("year", year or "n.d."),
+        ("version", str(meta["version"])),
+        ("note", "Python package negatives" + (f", git commit {commit}" if commit else "")),
+    ]
+    body = ",\n".join(f"  {name} = {{{value}}}" for name, value in fields)
+    return f"@software{{negatives,\n{body}\n}}"
 
 
 def _cpu_model() -> str:
