@@ -151,3 +151,63 @@ def test_the_papermill_command_rebuilds_the_same_params(name: str, overrides: di
     assert set(words[3::3]) == {"-p"} and pairs.pop("profile") == "smoke"
     assert sorted(pairs) == sorted(k for k in overrides)
     assert Params.from_profile("smoke", **pairs) == P
+
+
+@pytest.mark.parametrize("name", sorted(CHAPTERS))
+def test_whole_number_floats_are_the_ints_they_mean(name: str) -> None:
+    """-p seeds 2.0 (papermill passes a float) trains as seeds 2; 2.5 is refused by name."""
+    Params = CHAPTERS[name].Params
+    base = Params.profiles["smoke"]
+    ints = [f.name for f in dataclasses.fields(Params) if str(f.type) == "int"]
+    assert ints, name
+    for field in ints:
+        value = getattr(base, field)
+        given = Params.from_profile("smoke", **{field: float(value)})
+        assert type(getattr(given, field)) is int and given == base, field
+        with pytest.raises(ValueError, match=rf"\b{field}\b"):
+            Params.from_profile("smoke", **{field: value + 0.5})
+
+
+def test_a_parameter_in_capitals_is_refused_not_ignored() -> None:
+    with pytest.raises(ValueError, match="'EPOCHS'; did you mean 'epochs'"):
+        difficulty.Params.from_namespace({"profile": "smoke", "EPOCHS": 3})
+    # an imported constant in capitals is still no parameter
+    assert difficulty.Params.from_namespace({"profile": "smoke", "RANK_BIN_EDGES": (0, 1)})
+
+
+# Values a user can type (-p NAME VALUE) or pass, of every type and at the extremes.
+FUZZ_VALUES: tuple[object, ...] = (
+    None, True, False, 0, 1, 2, 3, -1, 7, 64, 10**9, 0.0, 0.5, 1.0, 2.0, -0.5, 1e12,
+    float("nan"), float("inf"), "", "x", "all", "cpu", "digits", "moco", [], [1], [0, 1],
+    [[0.0, 0.05]], ["all"], ["all", "hardest 5%"], [1.5], {"a": 1}, (2, 3),
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(CHAPTERS))
+def test_fuzz_every_value_is_accepted_or_refused_naming_a_parameter(name: str) -> None:
+    """A seeded draw of one to three parameters at a time, each from FUZZ_VALUES: the chapter's
+    Params either accepts it (and its checks hold again on a rebuild) or refuses it with a
+    ValueError whose message names one of the parameters it was given; never another
+    exception. A thousand draws a chapter, in 1 to 7 seconds."""
+    import random
+
+    Params = CHAPTERS[name].Params
+    names = [n for n in Params.parameter_names() if n != "profile"]
+    rng = random.Random(f"fuzz-{name}")
+    outcomes = {"accepted": 0, "refused": 0}
+    for _ in range(1000):
+        drawn = {n: rng.choice(FUZZ_VALUES) for n in rng.sample(names, rng.randint(1, 3))}
+        profile = rng.choice(["smoke", "book", "full"])
+        try:
+            P = Params.from_profile(profile, **drawn)
+        except ValueError as err:
+            message = str(err)
+            assert any(n in message for n in drawn), (drawn, message)
+            outcomes["refused"] += 1
+        except Exception as err:  # noqa: BLE001 - the failure this test exists to find
+            pytest.fail(f"{name}: {drawn} raised {type(err).__name__}: {err}")
+        else:
+            again = {k: v for k, v in P.parameters().items() if k != "profile"}
+            assert Params.from_profile(profile, **again) == P, drawn
+            outcomes["accepted"] += 1
+    assert outcomes["accepted"] > 0 and outcomes["refused"] > 0, outcomes

@@ -73,8 +73,16 @@ def test_bad_treatments_name_the_parameter(name: str, match: str) -> None:
         ({"dataset": "latent-class"}, "dataset"),
         ({"margin": -1}, "margin"),
         ({"executor": "ray"}, "executor"),
-        # a prior of 1 once resolved with C = 20: TrainConfig names it
-        ({"treatments": ["all", "debiased tau+=20/C"]}, r"tau_plus=1.0 must be in \[0, 1\)"),
+        # a prior of 1 once resolved with C = 20: named with the treatment and the data's C
+        (
+            {"treatments": ["all", "debiased tau+=20/C"]},
+            r"treatments: 'debiased tau\+=20/C' on latent data \(C = 20, latent_classes\): "
+            r"tau_plus=1.0 must be in \[0, 1\)",
+        ),
+        ({"latent_classes": 2}, r"treatments: 'debiased tau\+=2/C'.*C = 2, latent_classes"),
+        ({"image_treatments": ["all", "hardest 5%", "hardest 5.0%"]}, "twice: 'hardest 5%'"),
+        ({"seeds": 10**6}, "seeds=1000000 must be <= 1000"),
+        ({"seeds": 2.5}, "seeds=2.5 must be an integer"),
     ],
 )
 def test_params_bad_values_name_the_parameter(overrides: dict, match: str) -> None:

@@ -80,3 +80,19 @@ def test_resolve_precision(monkeypatch) -> None:
 
 def test_native_bf16_answers_a_bool() -> None:
     assert isinstance(cfg.native_bf16("cpu"), bool)
+
+
+def test_a_whole_number_float_in_a_train_config_is_its_int() -> None:
+    from negatives import runs
+    from negatives.trainconfig import TrainConfig
+
+    config = TrainConfig(epochs=2.0, batch_size=64.0, seed=3.0)
+    assert config == TrainConfig(epochs=2, batch_size=64, seed=3)
+    assert all(type(v) is int for v in (config.epochs, config.batch_size, config.seed))
+    assert runs.config_hash(config, "d") == runs.config_hash(
+        TrainConfig(epochs=2, batch_size=64, seed=3), "d"
+    )
+    with pytest.raises(ValueError, match=r"epochs=1.5 must be an integer"):
+        TrainConfig(epochs=1.5)
+    with pytest.raises(ValueError, match=r"warmup_epochs=3 must be <= epochs=2"):
+        TrainConfig(epochs=2, warmup_epochs=3)

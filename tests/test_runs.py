@@ -151,3 +151,13 @@ def test_regime_names_follow_the_books_grammar() -> None:
         runs.regime_name({"negatives": "all", "tau_plus": 0.1, "beta": 1.0})
         == "hard beta=1 tau+=0.1"
     )
+
+
+def test_the_same_object_is_saved_as_the_same_bytes(tmp_path) -> None:
+    """torch's zip records the name of the file it writes: saved through memory, the same run
+    on the same machine writes the same model.pt, whatever its temporary file was called."""
+    state = {"w": torch.arange(12.0).reshape(3, 4), "step": 7}
+    runs.save_torch(tmp_path / "a" / "model.pt", state)
+    runs.save_torch(tmp_path / "b" / "model.pt", state)
+    a, b = ((tmp_path / d / "model.pt").read_bytes() for d in "ab")
+    assert a == b and torch.equal(runs.load_torch(tmp_path / "a" / "model.pt")["w"], state["w"])

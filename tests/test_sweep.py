@@ -487,3 +487,49 @@ def test_racing_readers_of_a_corrupt_file_do_not_crash(tmp_path) -> None:
         for t in threads:
             t.join()
     assert errors == []
+
+
+def test_a_bad_plan_file_is_one_line_naming_the_file_and_line(tmp_path, capsys) -> None:
+    good = sweep.write_plan(
+        sweep.chapter_plan("difficulty", difficulty.Params.from_profile("smoke"))
+    )
+    first = good.splitlines()[0]
+    cases = {
+        "missing.jsonl": None,
+        "folder": "dir",
+        "truncated.jsonl": good[: len(first) // 2],
+        "edited.jsonl": first.replace('"seed": 0', '"seed": 5'),
+        "unknown.jsonl": first.replace('"seed": 0', '"sed": 0'),
+        "list.jsonl": "[1, 2]",
+    }
+    expected = {
+        "missing.jsonl": "does not exist",
+        "folder": "is a folder",
+        "truncated.jsonl": "truncated.jsonl:1: not JSON",
+        "edited.jsonl": "edited.jsonl:1: run_id",
+        "unknown.jsonl": "unknown.jsonl:1: config: not TrainConfig's fields (sed)",
+        "list.jsonl": "list.jsonl:1: a plan entry is a JSON object",
+    }
+    for name, text in cases.items():
+        path = tmp_path / name
+        if text == "dir":
+            path.mkdir()
+        elif text is not None:
+            path.write_text(text + "\n")
+        with pytest.raises(SystemExit):
+            sweep.main(["status", str(path)])
+        err = capsys.readouterr().err
+        assert expected[name] in err and "Traceback" not in err, (name, err)
+    assert len(sweep.read_plan(_write(tmp_path / "ok.jsonl", good))) == len(good.splitlines())
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_plan_refuses_a_world_size_its_workers_would_refuse(capsys) -> None:
+    with pytest.raises(SystemExit):
+        sweep.main(["plan", "difficulty", "--profile", "smoke", "--world-size", "3"])
+    err = capsys.readouterr().err
+    assert "--world-size 3: bn_groups=4 must be a multiple of the world size 3" in err

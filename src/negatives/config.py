@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -61,6 +62,18 @@ def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | 
     if maximum is not None and value > maximum:
         raise ValueError(f"{name}={value} must be <= {maximum}")
     return value
+
+
+def whole_numbers(obj: Any) -> None:
+    """Store each ``int`` field of the dataclass ``obj`` given as a whole-number float
+    (``-p seeds 2.0``, ``TrainConfig(epochs=1.0)``) as that int, before its checks: ``range()``,
+    the run's hash and the page then see the int the user meant. A fractional or non-finite
+    float is left as it is, for the field's check to refuse by name."""
+    for f in dataclasses.fields(obj):
+        if str(f.type).replace(" ", "") in ("int", "int|None"):
+            value = getattr(obj, f.name)
+            if isinstance(value, float) and value.is_integer():
+                object.__setattr__(obj, f.name, int(value))
 
 
 def check_float(

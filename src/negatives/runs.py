@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
@@ -144,17 +145,11 @@ def read_json(path: str | os.PathLike) -> Any | None:
 
 
 def save_torch(path: str | os.PathLike, obj: Any) -> None:
-    """``torch.save`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` atomically, the same bytes for the same ``obj``: saved to memory first, as
+    torch's zip records the name of the file it writes (a temporary file's would differ)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    _atomic_write_bytes(Path(path), buffer.getvalue())
 
 
 def load_torch(path: str | os.PathLike) -> Any | None:

@@ -91,12 +91,30 @@ class Entry:
         return {**dataclasses.asdict(self), "config": dataclasses.asdict(self.config)}
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Entry:
+    def from_json(cls, obj: Any) -> Entry:
+        """The entry of a plan line; ``ValueError`` naming what is wrong: not an object, a
+        missing field, a config field TrainConfig does not have, or a ``run_id`` that its
+        config, data and execution do not give (an edited line would train under another id)."""
+        if not isinstance(obj, dict):
+            raise ValueError(f"a plan entry is a JSON object, not {type(obj).__name__}")
         fields = {f.name for f in dataclasses.fields(cls)}
         missing = sorted(fields - set(obj))
         if missing:
             raise ValueError(f"a plan entry lacks {', '.join(missing)}: {sorted(obj)}")
-        return cls(**{**{k: obj[k] for k in fields}, "config": TrainConfig(**obj["config"])})
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        if not isinstance(obj["config"], dict) or set(obj["config"]) - known:
+            unknown = sorted(set(obj["config"]) - known) if isinstance(obj["config"], dict) else []
+            raise ValueError(
+                f"config: not TrainConfig's fields ({', '.join(unknown) or 'not an object'})"
+            )
+        entry = cls(**{**{k: obj[k] for k in fields}, "config": TrainConfig(**obj["config"])})
+        expected = runs.config_hash(entry.config, entry.fingerprint, execution=entry.execution)
+        if entry.run_id != expected:
+            raise ValueError(
+                f"run_id {entry.run_id} is not the id of its config, data and execution "
+                f"({expected}): the line was edited; make the plan again with `sweep plan`"
+            )
+        return entry
 
     def label(self) -> str:
         c = self.config
@@ -121,7 +139,10 @@ def chapter_module(chapter: str) -> Any:
 def entries(
     chapter: str, planned: Sequence[tuple[TrainConfig, Dataset]], workers: Workers | None = None
 ) -> list[Entry]:
-    """The plan's entries, each run once, with the run ids that ``workers`` would train."""
+    """The plan's entries, each run once, with the run ids that ``workers`` would train; a run
+    that ``workers.world_size`` processes could not train is refused here, not by the workers."""
+    from negatives.train import check_world_size  # the trainer imports this module's users
+
     out: list[Entry] = []
     seen: set[str] = set()
     for config, data in planned:
@@ -129,6 +150,11 @@ def entries(
             raise ValueError(
                 f"data set {data.name!r} was not made by load_dataset: a worker cannot load it"
             )
+        if workers is not None:
+            try:
+                check_world_size(config, workers.world_size)
+            except ValueError as err:
+                raise ValueError(f"--world-size {workers.world_size}: {err}") from None
         how = runner.execution(config, workers)
         run_id = runs.config_hash(config, data.fingerprint, execution=how)
         if run_id in seen:
@@ -152,8 +178,25 @@ def write_plan(plan: Sequence[Entry], path: str | os.PathLike | None = None) -> 
 
 
 def read_plan(path: str | os.PathLike) -> list[Entry]:
-    lines = Path(path).read_text().splitlines()
-    return [Entry.from_json(json.loads(line)) for line in lines if line.strip()]
+    """The entries of a plan file (JSON lines, as ``sweep plan`` writes them); ``ValueError``
+    naming the file, and the line where one is wrong (:meth:`Entry.from_json`)."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder, not a plan file" if path.is_dir() else "does not exist"
+        raise ValueError(f"plan {path} {what} (a plan is the JSON lines of `sweep plan`)")
+    out: list[Entry] = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(Entry.from_json(json.loads(line)))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not JSON ({err.msg}, column {err.colno})") from None
+        except (ValueError, TypeError) as err:
+            raise ValueError(f"{path}:{number}: {err}") from None
+    if not out:
+        raise ValueError(f"plan {path} holds no run")
+    return out
 
 
 def plan_digest(plan: Sequence[Entry]) -> str:

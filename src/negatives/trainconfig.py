@@ -107,6 +107,7 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
+        cfg.whole_numbers(self)
         cfg.check_choice("method", self.method, METHODS)
         cfg.check_choice("arch", self.arch, ARCHS)
         cfg.check_choice("negatives", self.negatives, NEGATIVE_REGIMES)
@@ -127,7 +128,12 @@ class TrainConfig:
         cfg.check_int("seed", self.seed, 0)
         cfg.check_float("lr", self.lr, 0.0, strict_minimum=True)
         cfg.check_float("weight_decay", self.weight_decay, 0.0)
-        cfg.check_float("warmup_epochs", self.warmup_epochs, 0.0, self.epochs)
+        cfg.check_float("warmup_epochs", self.warmup_epochs, 0.0)
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(
+                f"warmup_epochs={self.warmup_epochs:g} must be <= epochs={self.epochs}: the "
+                "learning rate would never reach its value"
+            )
         cfg.check_float("temperature", self.temperature, 0.0, strict_minimum=True)
         cfg.check_float("momentum", self.momentum, 0.0, 1.0)
         cfg.check_float("strength", self.strength, 0.0, 1.0)

@@ -22,6 +22,7 @@ import pandas as pd
 
 from negatives import config as cfg
 from negatives.chapters.params import (
+    MAX_SEEDS,
     ChapterParams,
     Execution,
     ImageData,
@@ -123,12 +124,19 @@ class Params(ChapterParams, ImageData, Execution):
             self.set(name, cfg.check_int_list(name, getattr(self, name), 1))
         for name in ("modes", "latent_modes"):
             self.set(name, check_list(name, getattr(self, name), _check_mode))
-        cfg.check_int("seeds", self.seeds, 1)
+        cfg.check_int("seeds", self.seeds, 1, MAX_SEEDS)
         cfg.check_int("latent_classes", self.latent_classes, 2)
         cfg.check_int("latent_dim", self.latent_dim, 1)
         cfg.check_float("latent_noise", self.latent_noise, 0.0)
         cfg.check_int("latent_train_size", self.latent_train_size, 1)
         cfg.check_int("latent_test_size", self.latent_test_size, 1)
+        cfg.check_int("latent_epochs", self.latent_epochs, 1)
+        cfg.check_float("warmup_epochs", self.warmup_epochs, 0.0)
+        if self.warmup_epochs > self.latent_epochs:
+            raise ValueError(
+                f"latent_epochs={self.latent_epochs} must be >= warmup_epochs="
+                f"{self.warmup_epochs:g}: the latent-class runs warm up as the image runs do"
+            )
         for name in ("train_size", "test_size", "probe_train_size"):
             check_optional_int(name, getattr(self, name))
         cfg.check_choice("lr_scaling", self.lr_scaling, LR_SCALINGS)

@@ -30,13 +30,18 @@ import pandas as pd
 from negatives import config as cfg
 from negatives.data import Dataset, load_dataset
 
+# A chapter trains at least one run per seed and condition: more seeds than this is a typo or
+# weeks of work (a seed count is also the length of tuples built before anything trains).
+MAX_SEEDS: int = 1000
+
 # Names a Jupyter kernel defines besides the notebook's own; never parameters.
 _KERNEL_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
 
 
 def unknown_name_error(name: str, allowed: list[str]) -> ValueError:
     """``name`` is not a parameter: say so, with the closest declared name."""
-    close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+    same = [a for a in allowed if a.casefold() == name.casefold()]  # EPOCHS for epochs
+    close = same or difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return ValueError(f"unknown parameter {name!r}{hint} (parameters: {', '.join(allowed)})")
 
@@ -69,6 +74,20 @@ class ChapterParams:
     """Mixin of every chapter's frozen ``Params`` dataclass (see the module's docstring)."""
 
     profiles: ClassVar[Mapping[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every chapter's ``__post_init__`` first stores whole-number floats of its ``int``
+        fields as ints (:func:`negatives.config.whole_numbers`), then checks."""
+        super().__init_subclass__(**kwargs)
+        post_init = cls.__dict__.get("__post_init__")
+        if post_init is not None:
+
+            def checked(self: Any) -> None:
+                cfg.whole_numbers(self)
+                post_init(self)
+
+            checked.__doc__ = post_init.__doc__
+            cls.__post_init__ = checked  # type: ignore[attr-defined]
 
     @classmethod
     def _fields(cls) -> list[dataclasses.Field[Any]]:
@@ -147,8 +166,8 @@ class ChapterParams:
         for name, value in namespace.items():
             if name in allowed or name.startswith("_") or name in _KERNEL_NAMES:
                 continue
-            if name.isupper():  # an imported constant (RANK_BIN_EDGES); parameters are lower case
-                continue
+            if name.isupper() and name.lower() not in allowed:
+                continue  # an imported constant (RANK_BIN_EDGES); parameters are lower case
             if callable(value) or isinstance(value, types.ModuleType):
                 continue
             raise unknown_name_error(name, [n for n in allowed if n != "profile"])

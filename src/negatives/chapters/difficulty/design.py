@@ -7,7 +7,13 @@ from typing import Any
 
 from negatives import config as cfg
 from negatives import regimes
-from negatives.chapters.params import ChapterParams, Execution, ImageData, check_optional_int
+from negatives.chapters.params import (
+    MAX_SEEDS,
+    ChapterParams,
+    Execution,
+    ImageData,
+    check_optional_int,
+)
 from negatives.data import DATASETS, Dataset
 from negatives.regimes import ORACLE, PAPER_BANDS, REFERENCE, band_of, name_of
 from negatives.trainconfig import TrainConfig
@@ -99,9 +105,9 @@ class Params(ChapterParams, ImageData, Execution):
         self.check_execution()
         # latent-class vectors have no views to augment: instance discrimination needs images
         cfg.check_choice("dataset", self.dataset, [d for d in DATASETS if d != "latent-class"])
-        cfg.check_int("seeds", self.seeds, 1)
+        cfg.check_int("seeds", self.seeds, 1, MAX_SEEDS)
         if self.extra_seeds is not None:
-            cfg.check_int("extra_seeds", self.extra_seeds, 0)
+            cfg.check_int("extra_seeds", self.extra_seeds, 0, MAX_SEEDS)
         for name in ("train_size", "test_size", "probe_train_size"):
             check_optional_int(name, getattr(self, name))
         self.set("main_conditions", _check_main(self.main_conditions, self.seeds))

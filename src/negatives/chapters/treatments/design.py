@@ -4,6 +4,7 @@ and every run of the chapter.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ from negatives import config as cfg
 from negatives import regimes
 from negatives.chapters import difficulty, kscan
 from negatives.chapters.params import (
+    MAX_SEEDS,
     ChapterParams,
     Execution,
     ImageData,
@@ -48,11 +50,15 @@ def parse_treatment(name: str, text: Any) -> Treatment:
 
 
 def _check_treatments(name: str, values: Any) -> tuple[str, ...]:
-    names = check_list(name, values, lambda n, v: parse_treatment(n, v).name)
+    parsed = check_list(name, values, parse_treatment)
+    names = tuple(t.name for t in parsed)
     if REFERENCE not in names:
         raise ValueError(f"{name}={list(names)} must include {REFERENCE!r}, the reference")
-    if len(set(names)) != len(names):
-        raise ValueError(f"{name}={list(names)} lists a treatment twice")
+    seen: dict[Treatment, str] = {}
+    for t in parsed:  # the same treatment spelt twice ('hardest 5%', 'hardest 5.0%') is one
+        same = seen.setdefault(dataclasses.replace(t, name=""), t.name)
+        if same != t.name or names.count(t.name) > 1:
+            raise ValueError(f"{name}={list(names)} lists a treatment twice: {same!r}, {t.name!r}")
     return names
 
 
@@ -117,8 +123,8 @@ class Params(ChapterParams, ImageData, Execution):
         cfg.check_int("epochs", self.epochs, 1)
         cfg.check_int("latent_epochs", self.latent_epochs, 1)
         cfg.check_int("latent_classes", self.latent_classes, 2)
-        cfg.check_int("seeds", self.seeds, 2)  # an interval needs two seeds
-        cfg.check_int("latent_seeds", self.latent_seeds, 2)
+        cfg.check_int("seeds", self.seeds, 2, MAX_SEEDS)  # an interval needs two seeds
+        cfg.check_int("latent_seeds", self.latent_seeds, 2, MAX_SEEDS)
         for name in ("moco_temperature", "simclr_temperature"):
             cfg.check_float(name, getattr(self, name), 0.0, strict_minimum=True)
         cfg.check_float("margin", self.margin, 0.0)
@@ -201,12 +207,25 @@ class Params(ChapterParams, ImageData, Execution):
         out = []
         for bench in self.benches:
             kind = bench[1]
-            base, c = self.base_config(bench), self.num_classes(kind)
+            try:
+                base, c = self.base_config(bench), self.num_classes(kind)
+            except ValueError as err:  # the recipe's warm-up against the epochs given here
+                name = "epochs" if kind == "image" else "latent_epochs"
+                raise ValueError(
+                    f"{name}={getattr(self, name)}, bench {list(bench)}: {err}"
+                ) from None
             for name in self.treatments_of(kind):
                 t = parse_treatment("treatment", name)
                 seed = 0
                 while True:
-                    config = t.apply(base, c).replace(seed=seed)
+                    try:
+                        config = t.apply(base, c).replace(seed=seed)
+                    except ValueError as err:
+                        where = "latent_classes" if kind == "latent" else "dataset"
+                        raise ValueError(
+                            f"{'treatments' if kind == 'latent' else 'image_treatments'}: "
+                            f"{name!r} on {kind} data (C = {c}, {where}): {err}"
+                        ) from None
                     if seed >= self.seeds_of(kind) and config not in others:
                         break
                     out.append(
