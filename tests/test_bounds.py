@@ -667,3 +667,11 @@ def test_bound_inputs_images_and_latent(one_thread) -> None:
     expected = 100.0 * float(np.mean(np.array(pred) == labels.numpy()))
     assert expected < 100.0  # noisy classes: the check can tell z from z̄
     assert out["centroid_accuracy"] == pytest.approx(expected)
+
+
+def test_the_exact_coverage_refuses_work_past_its_cap_and_names_the_sizes() -> None:
+    from negatives import bounds
+
+    with pytest.raises(ValueError, match=r"num_draws=100000, num_classes=10000: .*over the cap"):
+        bounds.coverage_probability(100_000, num_classes=10_000)
+    assert bounds.coverage_probability(10**6, num_classes=100) == 1.0  # the rounding shortcut

@@ -321,3 +321,18 @@ def test_the_learning_rate_follows_the_batch_size_by_the_stated_rule(rule, facto
     assert len(set(top)) == 1
     with pytest.raises(ValueError, match="lr_scaling"):
         kscan.Params.from_profile("smoke", lr_scaling="cubic")
+
+
+def test_a_latent_scan_below_c_has_no_float64_trap_to_show() -> None:
+    """Every latent K+1 below C (-p latent_num_negatives '[3, 15]' with C = 20) once ended the
+    page after every run trained (IndexError): υ is exactly 0 there, nothing to compare."""
+    upsilon = pd.DataFrame(
+        {"data": "latent", "C": 20, "K+1": [4, 16], "exact (uniform)": [0.0, 0.0],
+         "float64 (authors' notebook)": [0.0, 1e-30], "float64 / exact": [math.nan, math.nan]}
+    )  # fmt: skip
+    assert chapter.worst_float64_upsilon(upsilon) is None
+
+
+def test_a_verdict_table_without_claims_says_so() -> None:
+    html = vd.styled(vd.verdict_table([]), "The claims")._repr_html_()
+    assert "touch none of the papers' claims" in html

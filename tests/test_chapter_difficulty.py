@@ -282,3 +282,35 @@ def test_run_conditions_end_to_end(tmp_path, one_thread) -> None:
     pd.testing.assert_frame_equal(df, df2)
     base = D.run_baselines(P, data, store)
     assert len(base) == 2 and base["linear_accuracy"].between(0, 100).all()
+
+
+def test_sizes_only_the_data_tell_are_refused_before_anything_trains(tmp_path, caplog) -> None:
+    """negatives.sweep.check_plan, the first thing a chapter's run() does: the probes' images
+    against the classes, the consistency test's keys and queries against the training images,
+    each named; a queue larger than the data is warned of, on the page, once."""
+    from negatives import sweep
+
+    def refused(**overrides: object) -> str:
+        P = D.Params.from_profile("smoke", results_dir=str(tmp_path), **overrides)
+        with pytest.raises(ValueError) as err:
+            D.run(P, progress=False)
+        assert not list(tmp_path.rglob("result.json"))  # nothing trained
+        return str(err.value)
+
+    with caplog.at_level("WARNING", logger="negatives"):
+        planned = sweep.check_plan(
+            D.Params.from_profile(
+                "smoke", train_size=300, consistency_keys=100, consistency_queries=50
+            ),
+            "difficulty",
+            D.plan,
+        )
+    warned = [r.getMessage() for r in caplog.records if "queue_size=512" in r.getMessage()]
+    assert len(planned) > 1 and len(warned) == 1 and "171% of the 300 training" in warned[0]
+    assert "probe_train_size=5: the probes' 5 training images hold 5 of the 10" in refused(
+        probe_train_size=5
+    )
+    assert "consistency_keys + consistency_queries = 5400 exceeds the 1437" in refused(
+        consistency_keys=5000
+    )
+    assert len(sweep.check_plan(D.Params.from_profile("smoke"), "difficulty", D.plan)) > 0

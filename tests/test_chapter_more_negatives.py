@@ -254,3 +254,14 @@ def test_population_claims_on_synthetic_scans() -> None:
     assert degrading.loc["zipf", "verdict"] == "reproduced"  # the Zipf rows stay flat
     one_start = mn.claims(chapter_tables(population=population_table(True).assign(restarts=1)))
     assert one_start.set_index("key").loc["tractable", "verdict"] == "inconclusive"
+
+
+def test_a_scan_of_one_k_compares_nothing_and_keeps_its_columns() -> None:
+    """-p num_negatives '[15]' -p latent_num_negatives '[15]' once ended the page after every
+    run trained (KeyError 'data'): a single K gives an empty comparison that pages can select."""
+    rows = pd.DataFrame(
+        {"data": "image", "mode": "batch", "K": 15, "seed": [0, 1], "linear_accuracy": [80.0, 81]}
+    )
+    comp = mn.k_comparison(rows)
+    assert comp.empty and {"data", "verdict", "best_test_low"} <= set(comp.columns)
+    assert comp[comp["data"] == "image"].empty and mn.departures(comp) == []

@@ -475,3 +475,23 @@ def test_sample_same_class_errors() -> None:
     with pytest.raises(ValueError, match="labels"):
         sample_same_class(torch.tensor([[0]]), train_labels, g)
     assert int(sample_same_class(torch.tensor([1]), train_labels, g)) == 2
+
+
+def test_a_root_that_is_a_file_or_ignored_is_refused_by_name(tmp_path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ValueError, match=r"data_root\) is a file, not a folder"):
+        load_dataset("fashion-mnist", afile, download=False)
+    with pytest.raises(ValueError, match=r"'digits' reads no files"):
+        load_dataset("digits", tmp_path)
+
+
+def test_a_corrupt_debian_archive_is_named(tmp_path, monkeypatch) -> None:
+    debian = tmp_path / "debian"
+    debian.mkdir()
+    for f in D.FASHION_MNIST_FILES:
+        (debian / f"{f}.gz").write_bytes(b"\x1f\x8b\x08\x00truncated")
+    monkeypatch.setattr(D, "DEBIAN_FASHION_MNIST", debian)
+    with pytest.raises(D.DatasetUnavailableError, match=r"\.gz could not be decompressed"):
+        load_dataset("fashion-mnist", tmp_path / "root", download=False)
+    assert not list((tmp_path / "root").rglob("*.tmp"))

@@ -110,3 +110,40 @@ def test_bf16_features_are_close_to_float32_and_probe_dicts_are_complete(one_thr
     )
     with pytest.raises(ValueError, match="which"):
         probes.evaluate_model(model, data, which=("logits",))
+
+
+def test_wrong_arguments_are_named_at_the_boundary(tmp_path) -> None:
+    """negatives.run(config, "digits"), evaluate_model(run, data) and a model shown images of
+    another shape: errors that name the argument, not an AttributeError from inside, and no
+    accuracy computed on images the model was not built for."""
+    import negatives
+    from negatives.data import load_dataset
+    from negatives.models import build_model
+    from negatives.trainconfig import TrainConfig
+
+    data = load_dataset("digits", train_size=40, test_size=20)
+    with pytest.raises(TypeError, match=r"data must be a Dataset, not str"):
+        negatives.run(TrainConfig(), "digits", negatives.RunStore(tmp_path))
+    with pytest.raises(TypeError, match=r"config must be a TrainConfig, not dict"):
+        negatives.train_encoder({"epochs": 1}, data)
+    model = build_model("cnn-small", 1, 8, width=4)
+    with pytest.raises(TypeError, match=r"model must be a Module, not str.*run.load_model\(\)"):
+        negatives.evaluate_model("a run", data)
+    wrong = torch.zeros(5, 1, 16, 16, dtype=torch.uint8)
+    with pytest.raises(ValueError, match=r"\(1, 16, 16\) per image, but the model was built for"):
+        negatives.extract_features(model, wrong)
+    features = negatives.extract_features(model, data.test_images)
+    assert features.shape[0] == 20 and not features.requires_grad
+
+
+def test_a_run_past_the_step_cap_is_refused_with_its_estimate(monkeypatch) -> None:
+    from negatives.data import load_dataset
+    from negatives.train import MAX_STEPS_ENV, check_data
+    from negatives.trainconfig import TrainConfig
+
+    data = load_dataset("digits", train_size=640, test_size=20)
+    huge = TrainConfig(epochs=10**9, batch_size=64)
+    with pytest.raises(ValueError, match=r"epochs=1000000000 x 10 steps per epoch .* = 1e\+10"):
+        check_data(huge, data)
+    monkeypatch.setenv(MAX_STEPS_ENV, "1e11")
+    assert check_data(huge, data) == 640

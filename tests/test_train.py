@@ -455,9 +455,10 @@ def no_allocation(monkeypatch):
 
 def test_a_queue_too_large_for_the_machine_is_refused_by_name(digits, no_allocation) -> None:
     # 10^9 keys of 16 floats with ids and labels: 80 GB; its (64, 1 + 10^9) logits: 2 TB
+    # (the memory check itself: train() refuses a queue larger than the data before it)
     config = _tiny(method="moco", queue_size=10**9)
-    with pytest.raises(ValueError, match="this machine has 24.0 GB") as err:
-        train(config, digits, progress=False)
+    with pytest.raises(ValueError, match="this machine has available 24.0 GB") as err:
+        memory_module.check_memory(config, digits, "cpu")
     message = str(err.value)
     assert "batch_size=64, queue_size=1000000000 needs about 2,048 GB" in message
     assert "queue_size=1000000000, proj_dim=16 needs about 80.0 GB for the queue of keys" in message

@@ -63,6 +63,11 @@ def _prior(num_classes: int | None, class_probs: Sequence[float] | None) -> np.n
     return probs / math.fsum(probs)  # remove the <= 1e-9 slack that check_probabilities allows
 
 
+# The exact uniform sum holds C integers of N log2 C bits: C N log2 C = 1e9 takes ~15 s on one
+# core (C = 3000, N = 30000), and the cost grows faster than linearly beyond.
+MAX_EXACT_WORK: float = 1e9
+
+
 def _uniform_surjections(num_draws: int, num_classes: int) -> int:
     """C! S(N, C): the number of length-N sequences over C classes that use every class.
 
@@ -179,6 +184,14 @@ def coverage_probability(
     if _missing_class_bound_log(n, prior) < _LOG_HALF_ULP_OF_ONE:
         return 1.0  # the rounding of the exact value; the exact sum costs ~ C N log C bits
     if isinstance(prior, int):
+        work = prior * n * math.log2(prior)
+        if work > MAX_EXACT_WORK:
+            raise ValueError(
+                f"num_draws={n}, num_classes={prior}: the exact sum needs C N log2 C = "
+                f"{work:.2g} bit operations, over the cap of {MAX_EXACT_WORK:.0e} (about 15 s); "
+                f"υ here is below 1 - 2^-54, so no float64 shortcut applies: use fewer classes "
+                f"or draws, or raise negatives.bounds.MAX_EXACT_WORK"
+            )
         return _ratio(_uniform_surjections(n, prior), prior**n)
     return _coverage_poissonized(n, prior)
 

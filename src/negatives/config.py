@@ -64,6 +64,18 @@ def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | 
     return value
 
 
+def check_instance(name: str, value: Any, expected: type | tuple[type, ...], hint: str = "") -> Any:
+    """``value`` if it is an ``expected``, else a ``TypeError`` naming the argument, what it
+    should be and what it is (at the boundary of a public function, not deep inside it)."""
+    if not isinstance(value, expected):
+        kinds = expected if isinstance(expected, tuple) else (expected,)
+        names = " or ".join(k.__name__ for k in kinds)
+        raise TypeError(
+            f"{name} must be a {names}, not {type(value).__name__}" + (f" ({hint})" if hint else "")
+        )
+    return value
+
+
 def whole_numbers(obj: Any) -> None:
     """Store each ``int`` field of the dataclass ``obj`` given as a whole-number float
     (``-p seeds 2.0``, ``TrainConfig(epochs=1.0)``) as that int, before its checks: ``range()``,

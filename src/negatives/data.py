@@ -197,6 +197,12 @@ def _load_dataset(
             f"validation={validation}: 'latent-class' draws its test set independently of its "
             "training set; it needs no held-out split (leave validation None)"
         )
+    if root is not None and name in ("digits", "latent-class"):
+        source = "ships with scikit-learn" if name == "digits" else "is drawn, not read"
+        raise ValueError(
+            f"root={str(root)!r} (a chapter's data_root): dataset {name!r} reads no files (it "
+            f"{source}); leave it None"
+        )
     allowed = _OPTIONS[name]
     for key in options:
         if key not in allowed:
@@ -220,6 +226,8 @@ def _load_dataset(
             seed=seed,
         )
 
+    if root is not None and Path(root).exists() and not Path(root).is_dir():
+        raise ValueError(f"root={str(root)!r} (a chapter's data_root) is a file, not a folder")
     if name == "digits":
         parts, classes = _load_digits()
     elif name == "fashion-mnist":
@@ -349,6 +357,13 @@ def _gunzip_atomic(source: Path, target: Path) -> None:
         with os.fdopen(fd, "wb") as out, gzip.open(source, "rb") as inp:
             shutil.copyfileobj(inp, out)
         os.replace(tmp, target)
+    except (OSError, EOFError) as exc:  # a truncated or corrupt archive (BadGzipFile is OSError)
+        Path(tmp).unlink(missing_ok=True)
+        raise DatasetUnavailableError(
+            f"{source} could not be decompressed ({type(exc).__name__}: {exc}): the archive is "
+            "corrupt or truncated; reinstall its package (apt-get install --reinstall "
+            "dataset-fashion-mnist) or place the IDX files yourself"
+        ) from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

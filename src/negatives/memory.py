@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -140,12 +141,19 @@ def estimate_memory(config: TrainConfig, data: Dataset) -> list[MemoryNeed]:
 
 
 def device_memory(device: str) -> int | None:
-    """Bytes a run on ``device`` can use: the machine's physical memory for ``cpu``; for
-    ``cuda``, the GPU's free memory plus what torch's allocator holds unused. ``None`` where
-    the system does not say."""
+    """Bytes a run on ``device`` can use: for ``cpu`` the memory the kernel says is available
+    now (Linux's MemAvailable: free memory plus caches it can drop, not what other processes
+    hold), else the machine's physical memory; for ``cuda``, the GPU's free memory plus what
+    torch's allocator holds unused. ``None`` where the system does not say."""
     if device == "cuda":
         free, _total = torch.cuda.mem_get_info()
         return free + torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # not a POSIX system
@@ -169,7 +177,7 @@ def check_memory(config: TrainConfig, data: Dataset, device: str) -> list[Memory
         names = ", ".join(f"{name}={getattr(config, name)!r}" for name in need.parameters)
         who = f"{names} needs" if names else "needs"
         parts.append(f"{who} about {_gigabytes(need.bytes)} for {need.what}")
-    where = "this machine has" if device == "cpu" else "the GPU has free"
+    where = "this machine has available" if device == "cpu" else "the GPU has free"
     raise ValueError(
         f"this run needs about {_gigabytes(total)} of memory and {where} {_gigabytes(available)}: "
         + "; ".join(parts)

@@ -372,6 +372,7 @@ class ContrastiveModel(nn.Module):
         self.head = ProjectionHead(feature_dim, proj_hidden, proj_dim)
         self.feature_dim: int = feature_dim
         self.proj_dim: int = self.head.out_dim
+        self.input_shape: tuple[int, ...] | None = None  # build_model sets it
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         # x: (B, C, H, W) -> h: (B, F) -> z: (B, P); neither is normalised
@@ -397,4 +398,8 @@ def build_model(
     )
     proj_hidden = check_int("proj_hidden", proj_hidden, 1)
     proj_dim = check_int("proj_dim", proj_dim, 1)
-    return ContrastiveModel(backbone, proj_hidden, proj_dim)
+    model = ContrastiveModel(backbone, proj_hidden, proj_dim)
+    # what the model takes per image, checked by the probes (a CNN's global pool would accept
+    # any size and score it); the MLP takes its vectors in whatever shape they hold
+    model.input_shape = None if arch == "mlp" else (in_channels, image_size, image_size)
+    return model

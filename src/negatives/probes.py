@@ -27,6 +27,20 @@ FEATURES = ("backbone", "projection")
 PROBE_VERSION = 3
 
 
+def _check_model_and_images(model: Any, images: Any) -> None:
+    """A model and the images it is to see, checked where a user passes them: their types, and
+    the images' shape against the one the model was built for (``ContrastiveModel.input_shape``;
+    a CNN's global pool would take any size and return features of nothing it learned)."""
+    cfg.check_instance("model", model, nn.Module, "a trained run's is run.load_model()")
+    cfg.check_instance("images", images, Tensor, "uint8 (N, C, H, W), as Dataset.train_images")
+    expected = getattr(model, "input_shape", None)
+    if expected is not None and tuple(images.shape[1:]) != tuple(expected):
+        raise ValueError(
+            f"images of shape {tuple(images.shape[1:])} per image, but the model was built for "
+            f"{tuple(expected)} (C, H, W): evaluate it on the data set it was trained on"
+        )
+
+
 @torch.no_grad()
 def extract_features(
     model: nn.Module,
@@ -44,6 +58,7 @@ def extract_features(
     natively (2.4x faster for the small CNN on a 2-core AMX CPU), as the trainer does; the
     features are returned in float32 either way.
     """
+    _check_model_and_images(model, images)
     cfg.check_choice("which", which, FEATURES)
     bf16 = cfg.resolve_precision(precision, device) == "bf16"
     model = model.to(device).eval()
@@ -84,6 +99,7 @@ def augmented_features(
     ``precision`` as in :func:`extract_features`.
     """
     cfg.check_int("num_augmentations", num_augmentations, 1)
+    _check_model_and_images(model, images)
     cfg.check_choice("which", which, FEATURES)
     bf16 = cfg.resolve_precision(precision, device) == "bf16"
     model = model.to(device).eval()
@@ -243,7 +259,16 @@ def probe_features(
     ``linear_accuracy``, ``linear_loss``, ``mean_accuracy``, ``knn_accuracy`` (%),
     ``num_test`` and, per probe, which test samples it got right (``*_correct``, packed by
     :func:`pack_correct`), for paired comparisons of two encoders on the same test set.
+    The probes are fitted on at least two samples that hold every class of the test set (a
+    class never seen would cap the accuracy silently).
     """
+    missing = sorted(set(test_y.tolist()) - set(train_y.tolist()))
+    if train_x.shape[0] < 2 or missing:
+        raise ValueError(
+            f"the probes' training set has {train_x.shape[0]} samples, without classes "
+            f"{missing} of the test set: fit them on at least two samples holding every class "
+            "(a chapter's probe_train_size)"
+        )
     lin = linear_probe(train_x, train_y, test_x, test_y)
     mean = mean_classifier(train_x, train_y, test_x, test_y)
     knn = knn_classifier(train_x, train_y, test_x, test_y, k=min(k, train_x.shape[0]))
@@ -269,6 +294,8 @@ def evaluate_model(
     """:func:`probe_features` on each feature set of ``which``: ``backbone`` (keys as they are)
     and ``projection`` (keys prefixed ``projection_``), trained on every training image of
     ``data`` and scored on every test image."""
+    cfg.check_instance("model", model, nn.Module, "a trained run's is run.load_model()")
+    cfg.check_instance("data", data, Dataset, 'negatives.load_dataset("digits"), say')
     out: dict[str, Any] = {}
     for w in which:
         cfg.check_choice("which", w, FEATURES)

@@ -22,7 +22,7 @@ from negatives import distributed, runs
 from negatives.checkpoint import Checkpoint
 from negatives.data import Dataset
 from negatives.models import ContrastiveModel, build_model
-from negatives.train import train
+from negatives.train import check_data, train
 from negatives.trainconfig import TrainConfig
 
 # The version of the training code's numbers, part of every run's identity: bump it when a
@@ -124,6 +124,9 @@ def run(
     process: the run's id is theirs (:func:`execution`), and with ``train_here=False`` a run
     that is not cached raises :class:`RunMissing` instead of being trained here.
     """
+    cfg.check_instance("config", config, TrainConfig, "negatives.TrainConfig(...)")
+    cfg.check_instance("data", data, Dataset, 'negatives.load_dataset("digits"), say')
+    cfg.check_instance("store", store, (runs.RunStore, type(None)), "negatives.RunStore(folder)")
     store = store or runs.RunStore()
     how = execution(config, workers)
     run_id = runs.config_hash(config, data.fingerprint, execution=how)
@@ -227,6 +230,12 @@ def sweep(
     """Run every config (cached ones are reused, an interrupted one resumes), with one bar,
     taking turns with other workers on ``store`` (:func:`take_turns`); ``workers`` as in
     :func:`run`."""
+    configs = list(cfg.check_instance("configs", configs, (list, tuple), "a list of TrainConfig"))
+    for i, c in enumerate(configs):
+        cfg.check_instance(f"configs[{i}]", c, TrainConfig)
+    cfg.check_instance("data", data, Dataset, 'negatives.load_dataset("digits"), say')
+    for c in configs:  # every run can train on the data before the first one does
+        check_data(c, data)
     store = store or runs.RunStore()
     attempts = [
         functools.partial(run, c, data, store, progress=False, wait=False, workers=workers)

@@ -492,11 +492,55 @@ def execute(
     chapter's plan function; ``chapter`` names the plan's entries), and the returned
     :class:`Workers` are what the chapter hands to :func:`negatives.runner.sweep`, so that it
     reads the runs under the ids they were trained with."""
+    planned = check_plan(P, chapter, plan)
     ex = Executor.from_params(P)
     machine = ex.machine()
     if machine is not None:
-        ex.ensure(entries(chapter, plan(P), machine), store, progress=progress)
+        ex.ensure(entries(chapter, planned, machine), store, progress=progress)
     return machine
+
+
+def check_plan(
+    P: Any, chapter: str, plan: Callable[[Any], Sequence[tuple[TrainConfig, Dataset]]]
+) -> list[tuple[TrainConfig, Dataset]]:
+    """The validation pass before anything trains: the whole plan resolved, every run's config
+    against its data (:func:`negatives.train.check_data`: the batch and MoCo's queue against
+    the training samples), the probes' data loaded, and the chapter's own checks of sizes that
+    only the data tell (its ``check(P, planned)``, where it has one). A parameter that would
+    fail after hours of training fails here, named."""
+    from negatives.chapters.params import ImageData
+    from negatives.train import check_data
+
+    planned = list(plan(P))
+    warned = set()
+    for config, data in planned:
+        n = check_data(config, data)
+        if (
+            config.method == "moco"
+            and config.queue_size > n
+            and (config.queue_size, n) not in warned
+        ):
+            warned.add((config.queue_size, n))
+            log.warning(
+                "queue_size=%d is %.0f%% of the %d training samples of %r: the queue holds the "
+                "keys of the same images more than once (each from an older encoder), which no "
+                "paper's setting does; a smaller queue_size or a larger train_size avoids it",
+                config.queue_size, 100 * config.queue_size / n, n, data.name,
+            )  # fmt: skip
+    for params in (P, getattr(P, "scan", None)):
+        if isinstance(params, ImageData):
+            probe = params.load_probe_data()
+            held = len(set(probe.train_labels.tolist()))
+            if held < len(probe.classes):
+                raise ValueError(
+                    f"probe_train_size={params.probe_train_size}: the probes' {probe.train_labels.numel()}"
+                    f" training images hold {held} of the {len(probe.classes)} classes; give at "
+                    f"least {len(probe.classes)} (one of each class)"
+                )
+    own = getattr(chapter_module(chapter), "check", None)
+    if own is not None:
+        own(P, planned)
+    return planned
 
 
 # -- the command line ---------------------------------------------------------------------------

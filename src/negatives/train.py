@@ -22,6 +22,7 @@ import copy
 import functools
 import inspect
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,12 +234,30 @@ def _average_batchnorm(*modules: nn.Module | None) -> None:
     distributed.average_(stats)
 
 
-def _check_data(config: TrainConfig, data: Dataset) -> int:
-    """The number of training samples, if ``config`` can train on ``data``."""
+# A cap on one run's optimisation steps: the papers' longest setting (200 ImageNet epochs at
+# batch 256) is ~10^6 steps, a week of GPU; beyond 10^7 a value is a typo (`-p epochs 1e9`).
+# NEGATIVES_MAX_STEPS raises it for whoever means it.
+MAX_STEPS_ENV = "NEGATIVES_MAX_STEPS"
+MAX_STEPS: int = 10**7
+
+
+def check_data(config: TrainConfig, data: Dataset) -> int:
+    """The number of training samples, if ``config`` can train on ``data`` (checked for every
+    config of a sweep before its first run trains: :func:`negatives.runner.sweep`). A MoCo
+    queue larger than the data trains (a query's own older keys are not its negatives) but is
+    not the papers' setting: :func:`negatives.sweep.check_plan` warns of it on the page."""
     n = data.train_images.shape[0]
     if n < config.batch_size:
         raise ValueError(
             f"batch_size={config.batch_size} is larger than the {n} training samples of {data.name!r}"
+        )
+    cap = int(float(os.environ.get(MAX_STEPS_ENV, MAX_STEPS)))
+    steps = config.epochs * (n // config.batch_size)
+    if steps > cap:
+        raise ValueError(
+            f"epochs={config.epochs} x {n // config.batch_size} steps per epoch (batch_size="
+            f"{config.batch_size}, {n} samples) = {steps:.3g} optimisation steps, over the cap "
+            f"of {cap:.0e} (weeks on any machine); set {MAX_STEPS_ENV} to train that long"
         )
     if config.positives == "views" and data.train_images.shape[-1] == 1:
         raise ValueError(
@@ -281,10 +300,12 @@ def train(
     (:mod:`negatives.rank_steps`). Only rank 0 reads and writes ``checkpoint`` (the others
     receive what it read), and every rank returns the whole model and the global history.
     """
+    cfg.check_instance("config", config, TrainConfig, "negatives.TrainConfig(...)")
+    cfg.check_instance("data", data, Dataset, 'negatives.load_dataset("digits"), say')
     world = distributed.world_size()
     check_world_size(config, world)
     device = cfg.resolve_device(config.device)
-    n = _check_data(config, data)
+    n = check_data(config, data)
     check_memory(config, data, device)  # before anything is allocated
     # CPU generators: the same config and seed draw the same numbers on any device
     streams = {name: stream_generator(config.seed, name) for name in STREAMS}

@@ -353,6 +353,12 @@ def styled(table: pd.DataFrame, caption: str, columns: Iterable[str] = CHAPTER_S
     def count(v: Any) -> str:
         return "" if v is None or v != v else f"{int(v)}"
 
+    if table.empty:  # a valid choice of runs that touches no claim: the page says so
+        import pandas as pd
+
+        note = "none: the runs these parameters ask for touch none of the papers' claims"
+        table = pd.DataFrame([{c: note if c == columns[0] else None for c in columns}])
+
     formats = {c: count if c in ("seeds", "to_decide") else "text" for c in columns}
     return show.table(
         table,

@@ -242,9 +242,15 @@ class ImageData:
     def load_probe_data(self) -> Dataset:
         """The images the probes are fitted on (``probe_train_size``, None: all) and scored on
         (the same test images as :meth:`load_data`)."""
-        return load_dataset(
-            self.dataset, self.data_root, train_size=self.probe_train_size, test_size=self.test_size
-        )
+        try:
+            return load_dataset(
+                self.dataset,
+                self.data_root,
+                train_size=self.probe_train_size,
+                test_size=self.test_size,
+            )
+        except ValueError as err:  # load_dataset names its argument, train_size
+            raise ValueError(str(err).replace("train_size=", "probe_train_size=", 1)) from None
 
 
 # Who trains a chapter's runs (negatives.sweep): this process, workers that submitit starts on

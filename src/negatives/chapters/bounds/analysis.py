@@ -214,9 +214,12 @@ def run(P: Params, store: RunStore | None = None) -> dict[str, Any]:
     return T
 
 
-def worst_float64_upsilon(upsilon: pd.DataFrame) -> dict[str, Any]:
-    """The latent scan's K where the authors' float64 υ is furthest from the exact value."""
+def worst_float64_upsilon(upsilon: pd.DataFrame) -> dict[str, Any] | None:
+    """The latent scan's K where the authors' float64 υ is furthest from the exact value; None
+    where no K+1 of the scan reaches C (υ is then exactly 0 and nothing is computed in float)."""
     lat = upsilon[(upsilon["data"] == "latent") & (upsilon["exact (uniform)"] > 0)].copy()
+    if lat.empty:
+        return None
     naive, exact = lat["float64 (authors' notebook)"], lat["exact (uniform)"]
     lat["rel"] = (naive - exact).abs() / exact
     worst = lat.sort_values("rel").iloc[-1]

@@ -45,6 +45,7 @@ from negatives.chapters.difficulty.design import (
     MAIN_BANDS,
     PAPER_MARGIN,
     Params,
+    check,
     describe,
     plan,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "PAPER_MARGIN",
     "Params",
     "REFERENCE",
+    "check",
     "claims",
     "describe",
     "figure_runs",

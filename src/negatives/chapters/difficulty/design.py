@@ -339,3 +339,15 @@ def plan(P: Params) -> list[tuple[TrainConfig, Dataset]]:
     """Every training run of the chapter with the data it trains on (:mod:`negatives.sweep`)."""
     data = P.load_data()
     return [(c, data) for c in P.plan()]
+
+
+def check(P: Params, planned: list[tuple[TrainConfig, Dataset]]) -> None:
+    """What only the data tell, checked before anything trains (:func:`negatives.sweep.
+    check_plan`): the consistency test's keys and queries fit in the training images."""
+    n = planned[0][1].train_images.shape[0] if planned else 0
+    need = P.consistency_keys + P.consistency_queries
+    if need > n:
+        raise ValueError(
+            f"consistency_keys + consistency_queries = {need} exceeds the {n} training images "
+            "(keys and queries are disjoint training images)"
+        )

@@ -151,7 +151,11 @@ def k_comparison(
         row["margin"] = margin
         row["verdict"] = vd.decide(row["best_low"], row["best_high"], vd.above(-margin))
         out.append(row)
-    return pd.DataFrame(out)
+    # a scan of one K compares nothing: an empty table that still has the columns readers select
+    columns = ["data", "mode", "metric", "K_min", "K_best", "K_max", "acc_K_max", "acc_K_best",
+               "acc_K_min", "best_n", "best_mean", "best_low", "best_high", "min_n", "min_mean",
+               "min_low", "min_high", "best_test_low", "best_test_high", "margin", "verdict"]  # fmt: skip
+    return pd.DataFrame(out) if out else pd.DataFrame(columns=columns)
 
 
 def departures(comparison: pd.DataFrame, margin: float = 1.0) -> list[str]:

@@ -17,6 +17,8 @@ MAX_CLASSES = 200  # C = 100 takes ~1-2 s per random start on one idle CPU core
 
 
 MAX_NEGATIVES = 2**16
+# The quadrature check's Monte Carlo draws (K x dim floats each): 10^7 take ~1 min, 10^12 never end.
+MAX_QUADRATURE_SAMPLES = 10**7
 
 
 SIMPLEX_TOLERANCE = 1e-4  # max |G - G_simplex| below which we call an optimum "the simplex"
@@ -111,7 +113,7 @@ class Params(ChapterParams):
         cfg.check_int("seed", self.seed, minimum=0)
         cfg.check_float("accuracy_margin", self.accuracy_margin, 0.0, 100.0)
         cfg.check_int("quadrature_cases", self.quadrature_cases, 1, len(QUADRATURE_CASES))
-        cfg.check_int("quadrature_samples", self.quadrature_samples, 100)
+        cfg.check_int("quadrature_samples", self.quadrature_samples, 100, MAX_QUADRATURE_SAMPLES)
 
     @property
     def main_scale(self) -> float:
