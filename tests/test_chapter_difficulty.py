@@ -314,3 +314,18 @@ def test_sizes_only_the_data_tell_are_refused_before_anything_trains(tmp_path, c
         consistency_keys=5000
     )
     assert len(sweep.check_plan(D.Params.from_profile("smoke"), "difficulty", D.plan)) > 0
+
+
+def test_training_over_the_time_limit_is_refused_with_its_estimate(tmp_path, monkeypatch) -> None:
+    """The runs a chapter would train here are timed before the first trains (a few steps of
+    each kind): over NEGATIVES_MAX_HOURS the chapter stops, saying how long it would take."""
+    from negatives import sweep
+    from negatives.runs import RunStore
+
+    P = D.Params.from_profile("smoke", results_dir=str(tmp_path))
+    count, seconds = sweep.estimate_training(D.plan(P), RunStore(tmp_path))
+    assert count == len(D.plan(P)) and 0 < seconds < 3600
+    monkeypatch.setenv(sweep.MAX_HOURS_ENV, "1e-6")
+    with pytest.raises(ValueError, match=rf"ask for {count} runs not yet in .* hours of training"):
+        D.run(P, progress=False)
+    assert not list(tmp_path.rglob("result.json"))

@@ -492,22 +492,54 @@ def execute(
     chapter's plan function; ``chapter`` names the plan's entries), and the returned
     :class:`Workers` are what the chapter hands to :func:`negatives.runner.sweep`, so that it
     reads the runs under the ids they were trained with."""
-    planned = check_plan(P, chapter, plan)
     ex = Executor.from_params(P)
+    planned = check_plan(P, chapter, plan, store if ex.kind == "local" else None)
     machine = ex.machine()
     if machine is not None:
         ex.ensure(entries(chapter, planned, machine), store, progress=progress)
     return machine
 
 
+# The training a chapter may start here without being asked twice; NEGATIVES_MAX_HOURS raises it.
+MAX_HOURS_ENV = "NEGATIVES_MAX_HOURS"
+MAX_HOURS: float = 24.0
+
+
+def estimate_training(
+    planned: Sequence[tuple[TrainConfig, Dataset]], store: runs.RunStore
+) -> tuple[int, float]:
+    """How many runs of ``planned`` are not in ``store`` and the seconds they would take here:
+    each run's steps times the measured seconds of one step of its kind
+    (:func:`negatives.train.step_seconds`, once per architecture, batch, method and regime)."""
+    from negatives.train import step_seconds
+
+    cost: dict[Any, float] = {}
+    count, seconds = 0, 0.0
+    for config, data in planned:
+        run_id = runs.config_hash(config, data.fingerprint, execution=runner.execution(config))
+        if store.result(run_id) is not None:
+            continue
+        key = (config.replace(seed=0, epochs=1, warmup_epochs=0.0), data.fingerprint)
+        if key not in cost:
+            cost[key] = step_seconds(config, data)
+        count += 1
+        seconds += config.epochs * (data.train_images.shape[0] // config.batch_size) * cost[key]
+    return count, seconds
+
+
 def check_plan(
-    P: Any, chapter: str, plan: Callable[[Any], Sequence[tuple[TrainConfig, Dataset]]]
+    P: Any,
+    chapter: str,
+    plan: Callable[[Any], Sequence[tuple[TrainConfig, Dataset]]],
+    store: runs.RunStore | None = None,
 ) -> list[tuple[TrainConfig, Dataset]]:
     """The validation pass before anything trains: the whole plan resolved, every run's config
     against its data (:func:`negatives.train.check_data`: the batch and MoCo's queue against
     the training samples), the probes' data loaded, and the chapter's own checks of sizes that
     only the data tell (its ``check(P, planned)``, where it has one). A parameter that would
-    fail after hours of training fails here, named."""
+    fail after hours of training fails here, named. With ``store`` (a chapter that trains in
+    this process), the runs not yet cached are timed (:func:`estimate_training`): refused above
+    ``NEGATIVES_MAX_HOURS`` (default 24) with the estimate, otherwise said when over a minute."""
     from negatives.chapters.params import ImageData
     from negatives.train import check_data
 
@@ -540,6 +572,18 @@ def check_plan(
     own = getattr(chapter_module(chapter), "check", None)
     if own is not None:
         own(P, planned)
+    if store is not None:
+        count, seconds = estimate_training(planned, store)
+        limit = float(os.environ.get(MAX_HOURS_ENV, MAX_HOURS))
+        if seconds > limit * 3600:
+            raise ValueError(
+                f"{chapter}: these parameters ask for {count} runs not yet in {store.root}, about "
+                f"{seconds / 3600:,.1f} hours of training here (steps timed on this machine), "
+                f"over the limit of {limit:g} h: fewer seeds, epochs or conditions, an executor "
+                f"that trains elsewhere (executor='slurm'), or {MAX_HOURS_ENV}=<hours> to go on"
+            )
+        if seconds > 60:
+            log.info("%d runs to train here, about %.0f minutes", count, seconds / 60)
     return planned
 
 
