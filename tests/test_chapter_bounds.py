@@ -336,3 +336,11 @@ def test_a_latent_scan_below_c_has_no_float64_trap_to_show() -> None:
 def test_a_verdict_table_without_claims_says_so() -> None:
     html = vd.styled(vd.verdict_table([]), "The claims")._repr_html_()
     assert "touch none of the papers' claims" in html
+
+
+def test_a_k_larger_than_the_data_is_named_as_written_before_anything_trains() -> None:
+    from negatives import sweep
+
+    P = chapter.Params.from_profile("smoke", num_negatives=[3, 100_000])
+    with pytest.raises(ValueError, match=r"num_negatives\[1\]=100000: a batch of K \+ 1"):
+        sweep.check_plan(P, "bounds", chapter.plan)

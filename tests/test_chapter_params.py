@@ -211,3 +211,41 @@ def test_fuzz_every_value_is_accepted_or_refused_naming_a_parameter(name: str) -
             assert Params.from_profile(profile, **again) == P, drawn
             outcomes["accepted"] += 1
     assert outcomes["accepted"] > 0 and outcomes["refused"] > 0, outcomes
+
+
+EXECUTION = (
+    "executor",
+    "workers",
+    "executor_options",
+    "wait",
+    "results_dir",
+    "device",
+    "precision",
+)
+
+
+@pytest.mark.parametrize("name", ["difficulty", "bounds", "more_negatives", "treatments"])
+def test_fuzz_accepted_values_pass_the_plan_check_or_are_named(name: str) -> None:
+    """Values the parameters accept, drawn as above on the smoke profile, then through the
+    chapter's validation pass before training (negatives.sweep.check_plan: the whole plan, its
+    data, the probes' images): either accepted or refused naming a drawn parameter, never
+    another exception and never a size named under another name. 25 a chapter, a few seconds."""
+    import random
+
+    from negatives import sweep
+
+    module = CHAPTERS[name]
+    names = [n for n in module.Params.parameter_names() if n not in ("profile", *EXECUTION)]
+    rng = random.Random(f"plan-{name}")
+    tried = 0
+    while tried < 25:
+        drawn = {n: rng.choice(FUZZ_VALUES) for n in rng.sample(names, rng.randint(1, 2))}
+        try:
+            P = module.Params.from_profile("smoke", **drawn)
+        except ValueError:
+            continue
+        tried += 1
+        try:
+            sweep.check_plan(P, name, module.plan)
+        except ValueError as err:
+            assert any(n in str(err) for n in drawn), (drawn, str(err))

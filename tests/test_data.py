@@ -495,3 +495,8 @@ def test_a_corrupt_debian_archive_is_named(tmp_path, monkeypatch) -> None:
     with pytest.raises(D.DatasetUnavailableError, match=r"\.gz could not be decompressed"):
         load_dataset("fashion-mnist", tmp_path / "root", download=False)
     assert not list((tmp_path / "root").rglob("*.tmp"))
+
+
+def test_a_latent_class_model_too_large_to_hold_is_refused_with_its_size() -> None:
+    with pytest.raises(ValueError, match=r"dim=1000000000, .* over the cap"):
+        D.make_latent_class(num_classes=20, dim=10**9)

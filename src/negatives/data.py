@@ -39,6 +39,10 @@ from negatives.config import check_choice, check_float, check_int, check_probabi
 
 DATASETS: tuple[str, ...] = ("digits", "fashion-mnist", "cifar10", "cifar100", "latent-class")
 
+# The latent-class model's means and samples, (C + N_train + N_test) x dim float64 values: 10^8 is
+# 0.8 GB, far past any setting of the papers (C <= 100, dim <= 128, tens of thousands of samples).
+MAX_LATENT_FLOATS: int = 10**8
+
 # Debian's `dataset-fashion-mnist` package installs the four IDX files here, gzipped.
 DEBIAN_FASHION_MNIST: Path = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES: tuple[str, ...] = (
@@ -549,6 +553,13 @@ def make_latent_class(
     train_size = check_int("train_size", train_size, 1)
     test_size = check_int("test_size", test_size, 1)
     seed = check_int("seed", seed, 0)
+    floats = (num_classes + train_size + test_size) * dim
+    if floats > MAX_LATENT_FLOATS:
+        raise ValueError(
+            f"num_classes={num_classes}, dim={dim}, train_size={train_size}, test_size="
+            f"{test_size}: {floats:.2g} floats ({floats * 8 / 1e9:,.0f} GB) of means and samples, "
+            f"over the cap of {MAX_LATENT_FLOATS:.0e}; use a smaller dim or fewer classes"
+        )
     if class_probs is None:
         rho = np.full(num_classes, 1.0 / num_classes)
     else:

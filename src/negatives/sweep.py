@@ -544,6 +544,9 @@ def check_plan(
     from negatives.train import check_data
 
     planned = list(plan(P))
+    own = getattr(chapter_module(chapter), "check", None)
+    if own is not None:  # first: it names the parameters as the user wrote them
+        own(P, planned)
     warned = set()
     for config, data in planned:
         n = check_data(config, data)
@@ -569,9 +572,6 @@ def check_plan(
                     f" training images hold {held} of the {len(probe.classes)} classes; give at "
                     f"least {len(probe.classes)} (one of each class)"
                 )
-    own = getattr(chapter_module(chapter), "check", None)
-    if own is not None:
-        own(P, planned)
     if store is not None:
         count, seconds = estimate_training(planned, store)
         limit = float(os.environ.get(MAX_HOURS_ENV, MAX_HOURS))

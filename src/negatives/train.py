@@ -265,7 +265,8 @@ def check_data(config: TrainConfig, data: Dataset) -> int:
     n = data.train_images.shape[0]
     if n < config.batch_size:
         raise ValueError(
-            f"batch_size={config.batch_size} is larger than the {n} training samples of {data.name!r}"
+            f"batch_size={config.batch_size} is larger than the {n} training samples of "
+            f"{data.name!r} (a chapter's train_size, or its K + 1)"
         )
     cap = int(float(os.environ.get(MAX_STEPS_ENV, MAX_STEPS)))
     steps = config.epochs * (n // config.batch_size)

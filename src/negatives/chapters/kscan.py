@@ -22,6 +22,8 @@ import pandas as pd
 
 from negatives import config as cfg
 from negatives.chapters.params import (
+    MAX_EPOCHS,
+    MAX_LATENT_SIZE,
     MAX_SEEDS,
     ChapterParams,
     Execution,
@@ -125,12 +127,12 @@ class Params(ChapterParams, ImageData, Execution):
         for name in ("modes", "latent_modes"):
             self.set(name, check_list(name, getattr(self, name), _check_mode))
         cfg.check_int("seeds", self.seeds, 1, MAX_SEEDS)
-        cfg.check_int("latent_classes", self.latent_classes, 2)
-        cfg.check_int("latent_dim", self.latent_dim, 1)
+        cfg.check_int("latent_classes", self.latent_classes, 2, MAX_LATENT_SIZE)
+        cfg.check_int("latent_dim", self.latent_dim, 1, MAX_LATENT_SIZE)
         cfg.check_float("latent_noise", self.latent_noise, 0.0)
         cfg.check_int("latent_train_size", self.latent_train_size, 1)
         cfg.check_int("latent_test_size", self.latent_test_size, 1)
-        cfg.check_int("latent_epochs", self.latent_epochs, 1)
+        cfg.check_int("latent_epochs", self.latent_epochs, 1, MAX_EPOCHS)
         cfg.check_float("warmup_epochs", self.warmup_epochs, 0.0)
         if self.warmup_epochs > self.latent_epochs:
             raise ValueError(
@@ -278,6 +280,25 @@ def plan(P: Params) -> list[tuple[TrainConfig, Dataset]]:
     load_data`, the latent-class scan on :meth:`Params.load_latent_data`."""
     image, latent = P.load_data(), P.load_latent_data()
     return [(c, image) for _, c in P.configs()] + [(c, latent) for _, c in P.latent_configs()]
+
+
+def check_scan(P: Params) -> None:
+    """Every K against the data it trains on, named as the user wrote it: a batch of K + 1
+    samples (SimCLR's negatives are the batch's other samples) cannot exceed the training set
+    (``num_negatives`` against the image data, ``latent_negatives`` against
+    ``latent_train_size``), before the trainer would name it ``batch_size``."""
+    n_image = P.load_data().train_images.shape[0]
+    for name, ks, n, size in (
+        ("num_negatives", P.num_negatives, n_image, f"train_size={P.train_size}"),
+        ("latent_num_negatives", P.latent_num_negatives, P.latent_train_size,
+         f"latent_train_size={P.latent_train_size}"),
+    ):  # fmt: skip
+        for i, k in enumerate(ks):
+            if k + 1 > n:
+                raise ValueError(
+                    f"{name}[{i}]={k}: a batch of K + 1 = {k + 1} samples is more than the {n} "
+                    f"training samples it would be drawn from ({size}); at most K = {n - 1}"
+                )
 
 
 def run_scan(

@@ -33,6 +33,11 @@ from negatives.data import Dataset, load_dataset
 # A chapter trains at least one run per seed and condition: more seeds than this is a typo or
 # weeks of work (a seed count is also the length of tuples built before anything trains).
 MAX_SEEDS: int = 1000
+# The papers train for at most 800 epochs; 10^5 is a typo (`-p epochs 1e12`), named here rather
+# than as the trainer's step cap.
+MAX_EPOCHS: int = 10**5
+# The latent-class model's classes and dimension (the papers: C <= 100, dim <= 128).
+MAX_LATENT_SIZE: int = 10**4
 
 # Names a Jupyter kernel defines besides the notebook's own; never parameters.
 _KERNEL_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})

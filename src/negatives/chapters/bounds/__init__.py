@@ -44,6 +44,7 @@ from negatives.chapters.bounds.design import (
     PAPER_CIFAR100,
     TERMS,
     Params,
+    check,
     plan,
 )
 from negatives.chapters.bounds.page import figure_runs, learned_numbers, numbers
@@ -58,8 +59,9 @@ __all__ = [
     "PAPER",
     "PAPER_CIFAR10",
     "PAPER_CIFAR100",
-    "Params",
     "TERMS",
+    "Params",
+    "check",
     "claims",
     "evaluate_run",
     "figure_runs",

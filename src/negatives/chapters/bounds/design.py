@@ -170,3 +170,8 @@ Params.profiles = {
 def plan(P: Params) -> list[tuple[TrainConfig, Dataset]]:
     """Every training run of the chapter with its data: the K-scan's (:func:`kscan.plan`)."""
     return kscan.plan(P.scan)
+
+
+def check(P: Params, planned: list[tuple[TrainConfig, Dataset]]) -> None:
+    """The scan's K against its data (:func:`kscan.check_scan`), before anything trains."""
+    kscan.check_scan(P.scan)

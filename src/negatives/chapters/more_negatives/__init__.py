@@ -42,6 +42,7 @@ from negatives.chapters.more_negatives.design import (
     SCAN_KINDS,
     SIMPLEX_TOLERANCE,
     Params,
+    check,
     plan,
 )
 from negatives.chapters.more_negatives.page import figure_runs, numbers
@@ -56,12 +57,13 @@ __all__ = [
     "NO_DEGRADATION",
     "PAPER",
     "POPULATION_CLAIMS",
-    "Params",
     "QUADRATURE_CASES",
     "SCAN_DIMENSIONS",
     "SCAN_KINDS",
     "SIMPLEX_TOLERANCE",
+    "Params",
     "accuracy_summary",
+    "check",
     "claims",
     "departures",
     "figure_runs",

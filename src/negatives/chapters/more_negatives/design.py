@@ -97,7 +97,7 @@ class Params(ChapterParams):
         cfg.check_int("variant_num_classes", self.variant_num_classes, 2, MAX_CLASSES)
         cfg.check_int("heatmap_num_classes", self.heatmap_num_classes, 2, 30)
         if self.dim is not None:
-            cfg.check_int("dim", self.dim, minimum=1)
+            cfg.check_int("dim", self.dim, 1, MAX_CLASSES)  # the simplex needs C - 1; more adds cost
             needed = max(*self.num_classes, self.variant_num_classes, self.heatmap_num_classes) - 1
             if self.dim < needed:
                 raise ValueError(
@@ -203,3 +203,8 @@ def plan(P: Params) -> list[tuple[TrainConfig, Dataset]]:
     """Every training run of the chapter with its data: the K-scan's (:func:`kscan.plan`); the
     population optima are computed in the notebook's process."""
     return kscan.plan(P.scan)
+
+
+def check(P: Params, planned: list[tuple[TrainConfig, Dataset]]) -> None:
+    """The scan's K against its data (:func:`kscan.check_scan`), before anything trains."""
+    kscan.check_scan(P.scan)

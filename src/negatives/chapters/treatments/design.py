@@ -12,6 +12,8 @@ from negatives import config as cfg
 from negatives import regimes
 from negatives.chapters import difficulty, kscan
 from negatives.chapters.params import (
+    MAX_EPOCHS,
+    MAX_LATENT_SIZE,
     MAX_SEEDS,
     ChapterParams,
     Execution,
@@ -120,9 +122,9 @@ class Params(ChapterParams, ImageData, Execution):
         cfg.check_choice("dataset", self.dataset, [d for d in DATASETS if d != "latent-class"])
         for name in ("train_size", "test_size", "probe_train_size"):
             check_optional_int(name, getattr(self, name))
-        cfg.check_int("epochs", self.epochs, 1)
-        cfg.check_int("latent_epochs", self.latent_epochs, 1)
-        cfg.check_int("latent_classes", self.latent_classes, 2)
+        cfg.check_int("epochs", self.epochs, 1, MAX_EPOCHS)
+        cfg.check_int("latent_epochs", self.latent_epochs, 1, MAX_EPOCHS)
+        cfg.check_int("latent_classes", self.latent_classes, 2, MAX_LATENT_SIZE)
         cfg.check_int("seeds", self.seeds, 2, MAX_SEEDS)  # an interval needs two seeds
         cfg.check_int("latent_seeds", self.latent_seeds, 2, MAX_SEEDS)
         for name in ("moco_temperature", "simclr_temperature"):
