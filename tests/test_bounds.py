@@ -675,3 +675,72 @@ def test_the_exact_coverage_refuses_work_past_its_cap_and_names_the_sizes() -> N
     with pytest.raises(ValueError, match=r"num_draws=100000, num_classes=10000: .*over the cap"):
         bounds.coverage_probability(100_000, num_classes=10_000)
     assert bounds.coverage_probability(10**6, num_classes=100) == 1.0  # the rounding shortcut
+
+
+# -- the bounds for every K (Bao, Nagano & Nozawa 2022) and the earlier ones' factors ----------
+
+
+def _binomial_expectation_by_sampling(k: int, c: int, fn, draws: int = 400_000) -> float:
+    """E fn(m), m the count of K negatives in the anchor's class, by simulating the draws."""
+    rng = np.random.default_rng(0)
+    m = (rng.integers(0, c, size=(draws, k)) == 0).sum(1)  # class 0 is the anchor's
+    return float(np.mean(fn(m)))
+
+
+@pytest.mark.parametrize("k, c", [(9, 10), (31, 10), (127, 100)])
+def test_the_optimal_losses_match_a_simulation_of_their_definitions(k: int, c: int) -> None:
+    from negatives import bounds
+
+    b = 1.0
+    nce = _binomial_expectation_by_sampling(
+        k, c, lambda m: np.log(1 + m + (k - m) * np.exp(-2 * b * b))
+    )
+    assert bounds.min_contrastive_loss(k, c, b) == pytest.approx(nce, rel=2e-3)
+    col = _binomial_expectation_by_sampling(k, c, lambda m: np.log(1 + m))
+    assert bounds.collision_term(k, c) == pytest.approx(col, rel=1e-2, abs=1e-3)
+    assert bounds.min_supervised_loss(c, b) == pytest.approx(np.log(1 + (c - 1) * np.exp(-2)))
+
+
+def test_surrogate_gap_intercepts_at_a_uniform_and_a_skewed_prior() -> None:
+    from negatives import bounds
+
+    k, c, b = 63, 10, 0.7
+    gamma, delta = bounds.surrogate_gap_bounds(k, [1 / c] * c, b)
+    lc = np.log(np.cosh(b**2))
+    # uniform: H = log C and pi_max C^2 = C
+    assert gamma == pytest.approx(np.log(c) + np.log(k) - 2 * np.log(1 + k) - 2 * lc)
+    assert delta == pytest.approx(np.log(c / k) + 2 * lc)
+    probs = [0.5, 0.25, 0.125, 0.125]
+    gamma, delta = bounds.surrogate_gap_bounds(k, probs, b)
+    assert gamma == pytest.approx(1.75 * np.log(2) + np.log(k) - 2 * np.log(1 + k) - 2 * lc)
+    assert delta == pytest.approx(np.log(0.5 * 16 / k) + 2 * lc)
+    with pytest.raises(ValueError, match="class_probs must sum to 1"):
+        bounds.surrogate_gap_bounds(k, [0.5, 0.4], b)
+
+
+def test_the_earlier_bounds_factors_and_where_they_explode() -> None:
+    from negatives import bounds
+
+    c = 10
+    for k in (15, 31, 63):
+        f = bounds.earlier_bound_coefficients(k, c)
+        ups = bounds.coverage_probability(k + 1, num_classes=c)
+        tau = 1 - (1 - 1 / c) ** k
+        h = sum(1 / i for i in range(1, c))
+        assert f["bao"] == 1.0
+        assert f["arora"] == pytest.approx(1 / ((1 - tau) * ups))
+        assert f["nozawa_sato"] == pytest.approx(2 / ups)
+        assert f["ash"] == pytest.approx(2 * max(1, 2 * (c - 1) * h / k) / (1 - tau))
+    assert bounds.earlier_bound_coefficients(5, c)["nozawa_sato"] == np.inf  # K + 1 < C
+    assert bounds.earlier_bound_coefficients(2047, c)["arora"] == np.inf  # 1 - tau rounds to 0
+    # at K + 1 = 32 the bound for every K is the tightest of the four (the authors' argument)
+    k = 31
+    f = bounds.earlier_bound_coefficients(k, c)
+    r, col = bounds.min_contrastive_loss(k, c), bounds.collision_term(k, c)
+    ours = r + bounds.surrogate_gap_bounds(k, [1 / c] * c)[1]
+    earlier = [
+        f["arora"] * (r - col),
+        (2 * r - col) * f["nozawa_sato"] / 2,
+        f["ash"] * (r - col),
+    ]
+    assert bounds.min_supervised_loss(c) <= ours < min(earlier)

@@ -341,6 +341,97 @@ def collision_probability(
 
 
 # --------------------------------------------------------------------------------------------
+# Bounds for every K (Bao, Nagano & Nozawa 2022) beside the earlier ones, at the optimum
+# --------------------------------------------------------------------------------------------
+# Read from the authors' public code (github nzw0301/gap-contrastive-and-supervised-losses,
+# scripts/plot_k_msuploss.py and scripts/compare_upper_bound.py), which evaluates them for a
+# uniform class prior and representations of norm at most b; the paper's text was not read here.
+
+
+def _binomial_mean(num_negatives: int, p: float, values: np.ndarray) -> float:
+    """E[values[m]] for m ~ Binomial(K, p): how many of K negatives share the anchor's class."""
+    m = np.arange(num_negatives + 1)
+    return float(
+        math.fsum(special.binom(num_negatives, m) * p**m * (1 - p) ** (num_negatives - m) * values)
+    )
+
+
+def min_contrastive_loss(num_negatives: int, num_classes: int, norm_bound: float = 1.0) -> float:
+    """R*_cont: E_m log(1 + m + (K - m) e^{-2 b^2}), m ~ Binomial(K, 1/C) negatives of the
+    anchor's class, the InfoNCE loss of the best representation of norm <= b (the authors'
+    ``nceloss_min``)."""
+    k = cfg.check_int("num_negatives", num_negatives, 1)
+    c = cfg.check_int("num_classes", num_classes, 2)
+    b = cfg.check_float("norm_bound", norm_bound, 0.0, strict_minimum=True)
+    m = np.arange(k + 1)
+    return _binomial_mean(k, 1 / c, np.log1p(m + (k - m) * np.exp(-2 * b * b)))
+
+
+def min_supervised_loss(num_classes: int, norm_bound: float = 1.0) -> float:
+    """R*_μ-supv = log(1 + (C - 1) e^{-2 b^2}): the mean classifier's loss at the same optimum
+    (the authors' ``suploss_min``)."""
+    c = cfg.check_int("num_classes", num_classes, 2)
+    b = cfg.check_float("norm_bound", norm_bound, 0.0, strict_minimum=True)
+    return math.log1p((c - 1) * math.exp(-2 * b * b))
+
+
+def collision_term(num_negatives: int, num_classes: int) -> float:
+    """E_m log(1 + m), m ~ Binomial(K, 1/C): the loss that K negatives of the anchor's class
+    cost whatever the representation, subtracted in the earlier bounds (the authors'
+    ``collision_term``)."""
+    k = cfg.check_int("num_negatives", num_negatives, 1)
+    c = cfg.check_int("num_classes", num_classes, 2)
+    return _binomial_mean(k, 1 / c, np.log1p(np.arange(k + 1, dtype=float)))
+
+
+def surrogate_gap_bounds(
+    num_negatives: int, class_probs: Sequence[float], norm_bound: float = 1.0
+) -> tuple[float, float]:
+    """Bao, Nagano & Nozawa (2022)'s intercepts ``(Γ, Δ_U)`` for K negatives, a class prior π
+    and representations of norm at most b, as the authors' code computes them
+    (``lb_intercept``, ``ub_intercept``):
+
+    Γ = H(π) + log K - 2 log(1 + K) - 2 log cosh(b^2),  Δ_U = log(π_max C^2 cosh(b^2)^2 / K).
+
+    Their figures plot ``R*_cont + Δ_U`` against ``R*_μ-supv``: unlike the bounds of Arora et
+    al. and Nozawa & Sato (:func:`earlier_bound_coefficients`), these hold for every K.
+    """
+    k = cfg.check_int("num_negatives", num_negatives, 1)
+    probs = np.asarray(cfg.check_probabilities("class_probs", class_probs))
+    b = cfg.check_float("norm_bound", norm_bound, 0.0, strict_minimum=True)
+    c = probs.size
+    log_cosh = math.log(math.cosh(b * b))
+    entropy = -math.fsum(float(p * math.log(p)) for p in probs if p > 0)
+    gamma = entropy + math.log(k) - 2 * math.log1p(k) - 2 * log_cosh
+    delta = math.log(float(probs.max()) * c * c / k) + 2 * log_cosh
+    return gamma, delta
+
+
+def earlier_bound_coefficients(num_negatives: int, num_classes: int) -> dict[str, float]:
+    """The factor on the contrastive loss in each earlier upper bound of the supervised loss, as
+    the authors' comparison script writes them (uniform prior; Bao et al.'s own is 1):
+    Arora et al. 1 / ((1 - τ_K) υ), Nozawa & Sato 2 / υ, Ash et al.
+    2 max(1, 2 (C - 1) H_{C-1} / K) / (1 - τ_K), with υ = υ(K+1) (:func:`coverage_probability`)
+    and τ_K (:func:`collision_probability`); infinite where K + 1 < C (υ = 0). H_{C-1} is the
+    harmonic number, exact here (the script approximates it by log(C - 1) + 0.577)."""
+    k = cfg.check_int("num_negatives", num_negatives, 1)
+    c = cfg.check_int("num_classes", num_classes, 2)
+    upsilon = coverage_probability(k + 1, num_classes=c)
+    no_collision = 1 - collision_probability(k, num_classes=c)
+    harmonic = math.fsum(1 / i for i in range(1, c))
+
+    def inverse(x: float) -> float:  # 1 / x, infinite where x rounds to 0 (tau_K -> 1)
+        return 1.0 / x if x > 0 else math.inf
+
+    return {
+        "bao": 1.0,
+        "arora": inverse(no_collision * upsilon),
+        "nozawa_sato": 2.0 * inverse(upsilon),
+        "ash": 2 * max(1.0, 2 * (c - 1) * harmonic / k) * inverse(no_collision),
+    }
+
+
+# --------------------------------------------------------------------------------------------
 # Bound terms (Nozawa & Sato 2021, section 5)
 # --------------------------------------------------------------------------------------------
 

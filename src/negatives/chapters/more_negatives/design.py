@@ -97,7 +97,8 @@ class Params(ChapterParams):
         cfg.check_int("variant_num_classes", self.variant_num_classes, 2, MAX_CLASSES)
         cfg.check_int("heatmap_num_classes", self.heatmap_num_classes, 2, 30)
         if self.dim is not None:
-            cfg.check_int("dim", self.dim, 1, MAX_CLASSES)  # the simplex needs C - 1; more adds cost
+            # the simplex needs C - 1 dimensions; more only add cost
+            cfg.check_int("dim", self.dim, 1, MAX_CLASSES)
             needed = max(*self.num_classes, self.variant_num_classes, self.heatmap_num_classes) - 1
             if self.dim < needed:
                 raise ValueError(
