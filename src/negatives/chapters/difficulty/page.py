@@ -187,10 +187,11 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
             needs.append(f"{r.claim} at {r.setting}: no number of seeds ({why})")
             continue
         more = int(r.to_decide) - int(r.seeds)
+        minutes = round(2 * more * run_minutes)
+        took = "under a minute" if minutes < 1 else f"about {minutes} minute" + "s" * (minutes > 1)
         needs.append(
             f"{r.claim} at {r.setting}: about {int(r.to_decide)} seeds ({more} more for the condition "
-            f"and for its reference: {2 * more} runs, about {2 * more * run_minutes:.0f} minutes of "
-            "training on this machine)"
+            f"and for its reference: {2 * more} runs, {took} of training on this machine)"
         )
     put("difficulty_to_decide", "; ".join(needs) if needs else "none is inconclusive in this run")
     out["difficulty_verdicts"] = vd.records(T["verdicts"])  # for the summary on the first page
