@@ -230,12 +230,10 @@ def sweep(
     """Run every config (cached ones are reused, an interrupted one resumes), with one bar,
     taking turns with other workers on ``store`` (:func:`take_turns`); ``workers`` as in
     :func:`run`."""
-    configs = list(cfg.check_instance("configs", configs, (list, tuple), "a list of TrainConfig"))
-    for i, c in enumerate(configs):
-        cfg.check_instance(f"configs[{i}]", c, TrainConfig)
+    cfg.check_instance("configs", configs, (list, tuple), "a list of TrainConfig")
     cfg.check_instance("data", data, Dataset, 'negatives.load_dataset("digits"), say')
-    for c in configs:  # every run can train on the data before the first one does
-        check_data(c, data)
+    for i, c in enumerate(configs):  # every run can train on the data before the first one does
+        check_data(cfg.check_instance(f"configs[{i}]", c, TrainConfig), data)
     store = store or runs.RunStore()
     attempts = [
         functools.partial(run, c, data, store, progress=False, wait=False, workers=workers)

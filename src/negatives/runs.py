@@ -174,6 +174,8 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def git_commit() -> str | None:
+    """The commit of the code that runs (40 hex digits), or None outside a repository or in one
+    without commits (where `git rev-parse HEAD` prints "HEAD")."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -182,9 +184,12 @@ def git_commit() -> str | None:
             timeout=5,
             cwd=Path(__file__).resolve().parent,
         )
-        return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+    sha = out.stdout.strip()
+    return (
+        sha if out.returncode == 0 and sha and all(c in "0123456789abcdef" for c in sha) else None
+    )
 
 
 def environment(device: str | None = None) -> dict[str, Any]:

@@ -514,12 +514,16 @@ def estimate_training(
     from negatives.train import step_seconds
 
     cost: dict[Any, float] = {}
+    seen: set[str] = set()
     count, seconds = 0, 0.0
     for config, data in planned:
         run_id = runs.config_hash(config, data.fingerprint, execution=runner.execution(config))
-        if store.result(run_id) is not None:
-            continue
-        key = (config.replace(seed=0, epochs=1, warmup_epochs=0.0), data.fingerprint)
+        if run_id in seen or store.result(run_id) is not None:
+            continue  # a plan may list a run twice (chapter 3's scans share their largest K)
+        seen.add(run_id)
+        # what a step costs: not the seed, epochs, schedule, learning rate or temperature
+        plain = config.replace(seed=0, epochs=1, warmup_epochs=0.0, lr=1.0, temperature=1.0)
+        key = (plain, data.fingerprint)
         if key not in cost:
             cost[key] = step_seconds(config, data)
         count += 1

@@ -301,6 +301,12 @@ def check_scan(P: Params) -> None:
                 )
 
 
+def check_embedded(P: Any, planned: list[tuple[TrainConfig, Dataset]]) -> None:
+    """The ``check`` of a chapter that embeds the scan as ``P.scan`` (chapters 3 and 4;
+    :func:`negatives.sweep.check_plan`): :func:`check_scan`, before anything trains."""
+    check_scan(P.scan)
+
+
 def run_scan(
     scan: list[tuple[str, TrainConfig]],
     data: Dataset,

@@ -47,8 +47,7 @@ def versions_table() -> pd.DataFrame:
         except md.PackageNotFoundError:
             rows.append((dist, "not installed"))
     commit = git_commit()
-    # `git rev-parse HEAD` prints "HEAD" (and fails) in a repository without commits.
-    if commit is None or not all(c in "0123456789abcdef" for c in commit):
+    if commit is None:
         commit = "not available"
     elif _has_uncommitted_changes():
         commit += " (with uncommitted changes)"
@@ -69,14 +68,12 @@ def citation(cff: str | os.PathLike[str] | None = None) -> str:
     meta = yaml.safe_load(path.read_text())
     commit = git_commit()
     year = None
-    if commit is not None and all(c in "0123456789abcdef" for c in commit):
+    if commit is not None:
         res = subprocess.run(
             ["git", "show", "-s", "--format=%cs", commit], capture_output=True, text=True,
             timeout=5, cwd=path.parent,
         )  # fmt: skip
         year = res.stdout.strip()[:4] if res.returncode == 0 else None
-    else:
-        commit = None
     authors = " and ".join(
         a.get("name") or f"{a['family-names']}, {a['given-names']}" for a in meta["authors"]
     )
