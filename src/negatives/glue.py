@@ -75,7 +75,9 @@ def read_timings(path: Path) -> dict[str, Any]:
 
 def glued_values(path: str | os.PathLike[str]) -> dict[str, str]:
     """Every value an executed notebook glues (myst-nb's ``glue``), by name, as the page's text
-    (``text/plain``, or ``text/markdown`` for Markdown values, under the record's MIME prefix)."""
+    (``text/plain``, or ``text/markdown`` for Markdown values, under the record's MIME prefix:
+    a Markdown value's ``text/plain`` is only its repr, ``<IPython.core.display.Markdown
+    object>``)."""
     nb = json.loads(Path(path).read_text())
     out: dict[str, str] = {}
     for cell in nb["cells"]:
@@ -84,7 +86,7 @@ def glued_values(path: str | os.PathLike[str]) -> dict[str, str]:
             if record.get("name"):
                 name, prefix = record["name"], record.get("mime_prefix", "")
                 data = output.get("data", {})
-                text = data.get(f"{prefix}text/plain", data.get(f"{prefix}text/markdown", ""))
+                text = data.get(f"{prefix}text/markdown", data.get(f"{prefix}text/plain", ""))
                 out[name] = "".join(text) if isinstance(text, list) else text  # nbformat lines
     return out
 
@@ -113,13 +115,17 @@ def _glued_json(root: Path, suffix: str) -> Iterator[tuple[Chapter, Path, Any]]:
 def verdict_summary(root: str | os.PathLike[str] = ".") -> pd.DataFrame:
     """Every chapter's verdict table, as its executed notebook glues it (``<name>_verdicts``,
     :func:`negatives.verdicts.records`), in one table in the toc's reading order, with a link
-    to the page (``chapter``: its title, linking to ``<name>.html``) in front."""
+    to the page (``chapter``: its title, linking to ``<name>.html``) in front. A record without
+    a ``kind`` (a page executed before the book told checks of its estimates from the papers'
+    claims) is a claim."""
     import pandas as pd
+
+    from negatives.verdicts import CLAIM
 
     rows = []
     for chapter, path, records in _glued_json(Path(root), "verdicts"):
         link = f'<a href="{chapter.name}.html">{page_title(path)}</a>'  # pages sit side by side
-        rows.extend({"chapter": link, **record} for record in records)
+        rows.extend({"chapter": link, "kind": CLAIM, **record} for record in records)
     return pd.DataFrame(rows)
 
 
