@@ -161,8 +161,9 @@ def test_info_nce_errors() -> None:
         info_nce(q[0], p[0], n, 0.1)
 
 
-def naive_nt_xent(z1, z2, temperature, neg_mask=None) -> list[float]:
-    """SimCLR eq. 1 one anchor at a time, on cosine similarities."""
+def naive_nt_xent(z1, z2, temperature, neg_mask=None, scale=1.0) -> list[float]:
+    """SimCLR eq. 1 one anchor at a time, on cosine similarities; ``scale`` multiplies the
+    negatives' sum (EqCo's alpha / K)."""
 
     def cos(a, b):
         return _dot(a, b) / math.sqrt(_dot(a, a) * _dot(b, b))
@@ -179,7 +180,7 @@ def naive_nt_xent(z1, z2, temperature, neg_mask=None) -> list[float]:
                 continue  # self and positive are not negatives
             if neg_mask is not None and not neg_mask[ia][ib]:
                 continue
-            denom += math.exp(cos(za, zb) / temperature)
+            denom += scale * math.exp(cos(za, zb) / temperature)
         out.append(-math.log(num / denom))
     return out
 
@@ -362,3 +363,24 @@ def test_bad_debiasing_parameters_are_named(kw, match) -> None:
         debiased_info_nce(
             torch.zeros(2), torch.zeros(2, 3), 0.5, 0.1, mask=torch.zeros(2, 3, dtype=torch.bool)
         )
+
+
+@pytest.mark.parametrize("alpha, k", [(256, 3), (4, 16)])
+def test_eqco_shift_scales_the_negatives_sum_as_a_loop(alpha: int, k: int) -> None:
+    g = torch.Generator().manual_seed(4)
+    z1, z2 = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    neg_mask = torch.rand(6, 6, generator=g) < 0.6
+    shift = math.log(alpha / k)
+    loss = nt_xent(z1, z2, 0.5, neg_mask=neg_mask, negative_shift=shift)
+    expected = naive_nt_xent(z1.tolist(), z2.tolist(), 0.5, neg_mask.tolist(), alpha / k)
+    torch.testing.assert_close(loss, torch.tensor(expected), rtol=1e-5, atol=1e-5)
+    # one rank's rows of the batch give the same anchors' losses
+    part = nt_xent(z1, z2, 0.5, neg_mask=neg_mask[2:4], rows=slice(2, 4), negative_shift=shift)
+    torch.testing.assert_close(part, torch.cat([loss[2:4], loss[8:10]]))
+    # InfoNCE with shared negatives: the same scale on the negatives only
+    q, p, n = _unit(4, 6, seed=0), _unit(4, 6, seed=1), _unit(7, 6, seed=2)
+    got = info_nce(q, p, n, 0.2, negative_shift=shift)
+    for b in range(4):
+        pos = math.exp(_dot(q[b].tolist(), p[b].tolist()) / 0.2)
+        negs = math.fsum(math.exp(_dot(q[b].tolist(), x) / 0.2) for x in n.tolist())
+        assert got[b].item() == pytest.approx(-math.log(pos / (pos + alpha / k * negs)), rel=1e-5)

@@ -719,3 +719,34 @@ def test_debiased_runs_train_and_bad_settings_are_named(digits) -> None:
         _tiny(tau_plus=0.1, negatives="no-same-class")
     with pytest.raises(ValueError, match="not implemented"):
         train_module.check_world_size(_tiny(tau_plus=0.1, bn_groups=2), 2)
+
+
+def test_eqco_alpha_shift_identity_and_refusals() -> None:
+    from negatives import runs
+
+    base = TrainConfig(batch_size=64, negatives="random-k", num_negatives=15)
+    eq = base.replace(eqco_alpha=63)
+    assert base.negative_logit_shift == 0.0
+    assert eq.negative_logit_shift == pytest.approx(math.log(63 / 15))
+    # the field added later leaves the ids of earlier runs as they were, and names new ones
+    plain = {k: v for k, v in dataclasses.asdict(base).items() if k != "eqco_alpha"}
+    assert runs.config_hash(base, "d") == runs.config_hash(plain, "d")
+    assert runs.config_hash(eq, "d") != runs.config_hash(base, "d")
+    with pytest.raises(ValueError, match="eqco_alpha=63 with tau_plus"):
+        base.replace(eqco_alpha=63, tau_plus=0.1)
+    with pytest.raises(ValueError, match="eqco_alpha=63 with negatives='band'"):
+        TrainConfig(negatives="band", band_low=0.0, band_high=0.5, eqco_alpha=63)
+    with pytest.raises(ValueError, match="eqco_alpha"):
+        base.replace(eqco_alpha=0)
+
+
+def test_moco_logs_own_keys_and_the_replay_gives_the_same_shares(digits, one_thread) -> None:
+    from negatives.queue import own_key_shares
+
+    # a queue of 192 keys against 512 digits: some queries find an older key of their own
+    config = _tiny(method="moco", queue_size=192, epochs=2)
+    result = train(config, digits, progress=False)
+    logged = result.history["own_key_share"]
+    assert len(logged) == 2 and 0.05 < logged[1] < 0.95
+    assert own_key_shares(config, digits) == pytest.approx(logged, abs=1e-9)
+    assert "own_key_share" not in train(_tiny(epochs=1), digits, progress=False).history

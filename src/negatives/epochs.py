@@ -206,8 +206,9 @@ class EpochLog:
     the history entry they make.
 
     Every step adds its loss; a ``sampled`` step (every :data:`RANK_LOG_EVERY`-th) also adds
-    the kept negatives' same-class fraction and count, averaged over queries, the share of the
-    softmax's negative weight on same-class negatives (logits ``scale * s``, ``scale = (1 +
+    the kept negatives' same-class fraction and count, averaged over queries, (MoCo) the share
+    of queries whose own instance has a key in the queue (no negative of theirs), the share of
+    the softmax's negative weight on same-class negatives (logits ``scale * s``, ``scale = (1 +
     beta) / T``: :func:`negatives.filters.same_class_weight`), and (``ranks``, MoCo) the
     same-class counts per rank bin of its first :data:`RANK_LOG_QUERIES` queries.
 
@@ -242,6 +243,7 @@ class EpochLog:
         self.same_class = torch.zeros((), device=device)
         self.same_weight = torch.zeros((), device=device)
         self.used = torch.zeros((), device=device)
+        self.own_key = torch.zeros((), device=device)
         self.rank_same = torch.zeros(bins, device=device) if ranks else None
         self.rank_total = torch.zeros(bins, device=device) if ranks else None
         self.steps = 0
@@ -253,7 +255,7 @@ class EpochLog:
         keys = ["epoch", "loss", "same_class_fraction", "same_class_weight", "negatives_used"]
         keys += ["seconds", "cpu_seconds"]
         if config.method == "moco":
-            keys.append("same_class_by_rank")
+            keys += ["same_class_by_rank", "own_key_share"]
         return {k: [] for k in keys}
 
     @torch.no_grad()
@@ -279,9 +281,13 @@ class EpochLog:
             labels, step.negative_labels, self.scale * step.similarities, step.mask
         )  # (b,)
         used = step.mask.sum(1).float()  # (b,)
+        own = None if step.own_key is None else step.own_key.float()  # (b,)
         if self.rows is not None:  # the global batch's queries, in batch order: (B,)
             frac, used = distributed.all_gather(frac), distributed.all_gather(used)
             weight = distributed.all_gather(weight)
+            own = None if own is None else distributed.all_gather(own)
+        if own is not None:
+            self.own_key += own.mean()
         self.same_class += torch.nan_to_num(torch.nanmean(frac), nan=0.0)
         step_weight = torch.nan_to_num(torch.nanmean(weight), nan=0.0)
         self.same_weight += step_weight
@@ -324,6 +330,7 @@ class EpochLog:
         }
         if self.rank_same is not None and self.rank_total is not None:
             out["same_class_by_rank"] = (self.rank_same / self.rank_total.clamp_min(1)).tolist()
+            out["own_key_share"] = self.own_key.item() / self.sampled
         if self.steps_csv is not None:
             self.steps_csv.write(epoch, self.per_step)
         return out

@@ -18,6 +18,7 @@ import pandas as pd
 from negatives import config as cfg
 from negatives import probes, stats
 from negatives.data import Dataset
+from negatives.queue import own_key_shares
 from negatives.runner import Run, Workers, sweep
 from negatives.runs import RunStore
 from negatives.trainconfig import TrainConfig
@@ -40,7 +41,9 @@ def train_and_probe(
     (:func:`negatives.probes.evaluate_run`: fitted on ``probe_data``'s training images, default
     ``data``'s, scored on its test images), and from the last epoch of training ``loss``,
     ``negatives_used`` (kept negatives per query), ``same_class_kept`` (the share of them of the
-    anchor's class) and ``same_class_weight`` (their share of the softmax's negative weight).
+    anchor's class), ``same_class_weight`` (their share of the softmax's negative weight) and
+    ``own_key_share`` (MoCo: the share of queries whose own instance has an older key in the
+    queue, which is no negative of theirs; 0 for SimCLR, whose anchor is never a negative).
     ``workers``: the executor's workers that trained the runs (:func:`negatives.sweep.execute`;
     None: this process trains them). Returns the runs and the rows, in ``labelled``'s order.
     """
@@ -62,6 +65,7 @@ def train_and_probe(
                 "negatives_used": hist["negatives_used"][-1],
                 "same_class_kept": hist["same_class_fraction"][-1],
                 "same_class_weight": hist.get("same_class_weight", [math.nan])[-1],
+                "own_key_share": _own_key_share(config, data, hist),
             }
         )
     return runs_, pd.DataFrame(rows)
@@ -104,3 +108,13 @@ def paired(
         if test_set:
             out.update(diff_test_low=tlow, diff_test_high=thigh)
     return out
+
+
+def _own_key_share(config: TrainConfig, data: Dataset, hist: dict[str, Any]) -> float:
+    """The last epoch's ``own_key_share``: logged in training, or replayed from the data order
+    for a run cached before the trainer logged it (:func:`negatives.queue.own_key_shares`)."""
+    if config.method != "moco":
+        return 0.0
+    if "own_key_share" in hist:
+        return float(hist["own_key_share"][-1])
+    return own_key_shares(config, data)[-1]

@@ -86,6 +86,7 @@ def info_nce(
     negatives: Tensor,
     temperature: float,
     mask: Tensor | None = None,
+    negative_shift: float = 0.0,
 ) -> Tensor:
     """Per-sample InfoNCE (van den Oord et al. 2018; MoCo, He et al. 2020, eq. 1).
 
@@ -95,12 +96,18 @@ def info_nce(
     denominator and receive zero gradient (:func:`masked_logsumexp`). The
     positive is never masked, so a row with every negative masked has loss ``-log 1 = 0``.
     Inputs are used as given: the caller L2-normalises them if it wants cosine similarities.
+    ``negative_shift`` is added to every negative's logit (after the temperature): EqCo's
+    ``log(alpha / K)`` (:attr:`negatives.TrainConfig.negative_logit_shift`).
     Returns ``(B,)``, float32.
     """
     temperature = check_float("temperature", temperature, 0.0, strict_minimum=True)
     with torch.autocast(device_type=query.device.type, enabled=False):
         logits = contrastive_logits(query.float(), positive.float(), negatives.float())
         logits = logits / temperature  # (B, 1+K)
+        if negative_shift:
+            shift = torch.full_like(logits[:1], negative_shift)  # (1, 1+K)
+            shift[:, 0] = 0.0  # the positive keeps its logit
+            logits = logits + shift
         if mask is None:
             return torch.logsumexp(logits, dim=1) - logits[:, 0]
         batch, k = logits.shape[0], logits.shape[1] - 1
@@ -117,6 +124,7 @@ def nt_xent(
     neg_mask: Tensor | None = None,
     *,
     rows: slice | None = None,
+    negative_shift: float = 0.0,
 ) -> Tensor:
     """Per-view NT-Xent of SimCLR (Chen et al. 2020, eq. 1), the loss ``l(i, j)`` for all 2B views.
 
@@ -133,14 +141,15 @@ def nt_xent(
     mean over ranks of their shares' mean is the mean of the whole batch's loss.
 
     The inputs are L2-normalised here (sim = cosine similarity, as in the paper); normalisation
-    is idempotent, so already-normalised inputs are fine. Returns ``(2B,)`` (or ``(2b,)``),
+    is idempotent, so already-normalised inputs are fine. ``negative_shift`` is added to every
+    negative view's logit (EqCo, as :func:`info_nce`). Returns ``(2B,)`` (or ``(2b,)``),
     float32.
     """
     temperature = check_float("temperature", temperature, 0.0, strict_minimum=True)
     _check_views(z1, z2)
     batch = z1.shape[0]
     if rows is not None:
-        return _nt_xent_rows(z1, z2, temperature, neg_mask, rows)
+        return _nt_xent_rows(z1, z2, temperature, neg_mask, rows, negative_shift)
     if neg_mask is not None:
         _check_mask(neg_mask, batch, batch, "neg_mask")
     with torch.autocast(device_type=z1.device.type, enabled=False):
@@ -152,7 +161,17 @@ def nt_xent(
         same_instance = instance[:, None] == instance[None, :]  # self and positive, (2B, 2B)
         keep = _view_keep(neg_mask, same_instance)  # (2B, 2B)
         keep[idx, pos_idx] = True
-        return masked_logsumexp(sim, keep) - sim[idx, pos_idx]
+        positive = sim[idx, pos_idx]  # (2B,)
+        return masked_logsumexp(_shifted(sim, idx, pos_idx, negative_shift), keep) - positive
+
+
+def _shifted(sim: Tensor, rows: Tensor, positive: Tensor, shift: float) -> Tensor:
+    """``sim`` ``(n, 2B)`` with ``shift`` added to every entry but each row's positive."""
+    if not shift:
+        return sim
+    out = sim + shift
+    out[rows, positive] = sim[rows, positive]
+    return out
 
 
 def _view_keep(neg_mask: Tensor | None, same_instance: Tensor) -> Tensor:
@@ -164,7 +183,12 @@ def _view_keep(neg_mask: Tensor | None, same_instance: Tensor) -> Tensor:
 
 
 def _nt_xent_rows(
-    z1: Tensor, z2: Tensor, temperature: float, neg_mask: Tensor | None, rows: slice
+    z1: Tensor,
+    z2: Tensor,
+    temperature: float,
+    neg_mask: Tensor | None,
+    rows: slice,
+    negative_shift: float = 0.0,
 ) -> Tensor:
     """:func:`nt_xent` of the anchors of instances ``rows`` only: ``(2b,)``."""
     batch = z1.shape[0]
@@ -187,7 +211,8 @@ def _nt_xent_rows(
         same_instance = (anchors % batch)[:, None] == instance[None, :]  # (2b, 2B)
         keep = _view_keep(neg_mask, same_instance)  # (2b, 2B)
         keep[a, pos_idx] = True
-        return masked_logsumexp(sim, keep) - sim[a, pos_idx]
+        positive = sim[a, pos_idx]  # (2b,)
+        return masked_logsumexp(_shifted(sim, a, pos_idx, negative_shift), keep) - positive
 
 
 def debiased_info_nce(

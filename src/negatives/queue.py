@@ -94,3 +94,45 @@ class Queue:
         self.labels = state["labels"].to(self.device, torch.int64).clone()
         self.ptr = int(state["ptr"])
         self.num_filled = int(state["num_filled"])
+
+
+def own_key_shares(config: Any, data: Any) -> list[float]:
+    """Per epoch, the share of MoCo's queries whose own instance has a key in the queue (an
+    older key, which the trainer does not count as a negative), replayed from the run's data
+    order without training: the same numbers as the trainer's log (``own_key_share``, the
+    same sampled steps), for runs cached before it logged them.
+
+    The queue holds sample ids only, filled and advanced as :func:`negatives.train.train` does
+    (its first plan fills the queue, each epoch draws its own; the views are drawn too, so the
+    generator stays where training has it). ``config``: a MoCo
+    :class:`negatives.TrainConfig`; ``data``: its :class:`negatives.Dataset`.
+    """
+    from negatives.epochs import RANK_LOG_EVERY, _plan_epoch, stream_generator
+    from negatives.train import check_data
+
+    if config.method != "moco":
+        raise ValueError(f"method={config.method!r}: only MoCo's queue holds earlier keys")
+    n = check_data(config, data)
+    images, labels = data.train_images.cpu(), data.train_labels.cpu()
+    gen = stream_generator(config.seed, "data")
+    queue = Queue(config.queue_size, 1)
+    batch = config.batch_size
+
+    def push(ids: Tensor) -> None:
+        queue.enqueue(torch.zeros(len(ids), 1), ids, ids)
+
+    fill = _plan_epoch(n, images, labels, config, gen).perm  # (n,)
+    for start in range(0, min(queue.size, n), batch):
+        push(fill[start : min(start + batch, queue.size, n)])
+    shares = []
+    for _ in range(config.epochs):
+        perm = _plan_epoch(n, images, labels, config, gen).perm
+        sampled = []
+        for b in range(n // batch):
+            ids = perm[b * batch : (b + 1) * batch]  # (B,)
+            if b % RANK_LOG_EVERY == 0:
+                held = queue.ids[queue.valid]  # (filled,)
+                sampled.append(torch.isin(ids, held).float().mean().item())
+            push(ids)
+        shares.append(sum(sampled) / len(sampled))
+    return shares

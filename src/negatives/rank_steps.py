@@ -106,7 +106,10 @@ def simclr_step(
     share = (valid_all, rows, cols)
     mask = _negative_mask(config, sims, valid, batch.local_labels, labels, mask_gen, share)
     if gather:
-        loss = losses.nt_xent(c1, c2, config.temperature, neg_mask=mask, rows=rows).mean()
+        shift = config.negative_logit_shift
+        loss = losses.nt_xent(
+            c1, c2, config.temperature, neg_mask=mask, rows=rows, negative_shift=shift
+        ).mean()
     else:  # the rank's own rows are a whole batch of groups
         loss = _simclr_loss(config, c1, c2, mask).mean()
     return Step(loss, sims, valid, mask, labels)
@@ -165,14 +168,16 @@ def moco_step(
     k = k_all[batch.rows]  # (b, P), the keys of this rank's queries
     sims = torch.einsum("bp,qp->bq", q.detach(), keys)  # (b, Q)
     ids = batch.ids[batch.rows]  # (b,)
-    valid = queue.valid[None, :] & (queue.ids[None, :] != ids[:, None])  # (b, Q)
+    own = queue.ids[None, :] == ids[:, None]  # (b, Q)
+    valid = queue.valid[None, :] & ~own  # (b, Q)
     share = None
     if config.negatives == "random-k":  # drawn for the whole batch: its (B, Q) valid mask
         valid_all = queue.valid[None, :] & (queue.ids[None, :] != batch.ids[:, None])
         share = (valid_all, batch.rows, slice(None))
     mask = _negative_mask(config, sims, valid, batch.local_labels, queue.labels, mask_gen, share)
     loss = _moco_loss(config, q, k, keys, mask).mean()
-    return Step(loss, sims, valid, mask, queue.labels, keys=k_all)
+    own_key = (own & queue.valid[None, :]).any(dim=1)  # (b,)
+    return Step(loss, sims, valid, mask, queue.labels, keys=k_all, own_key=own_key)
 
 
 @torch.no_grad()

@@ -71,6 +71,12 @@ def _dumps(obj: Any) -> str:
     return json.dumps(_canonical(obj), sort_keys=True, separators=(",", ":"))
 
 
+# Config fields added after runs were cached, with their defaults: a config at its default
+# is hashed without the field, so the runs cached before it keep their ids.
+LATER_FIELDS: dict[str, Any] = {"eqco_alpha": None}
+_ABSENT = object()
+
+
 def config_hash(
     config: Any,
     data_fingerprint: str = "",
@@ -82,6 +88,10 @@ def config_hash(
     ``execution`` adds what the config leaves open but the numbers depend on (the resolved
     device and precision, the CPU thread count): see :func:`negatives.runner.execution`.
     """
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    if isinstance(config, Mapping):  # a field added later, at its default, names no new run
+        config = {k: v for k, v in config.items() if LATER_FIELDS.get(k, _ABSENT) != v}
     payload: dict[str, Any] = {"config": config, "data": data_fingerprint}
     if execution is not None:
         payload["execution"] = execution

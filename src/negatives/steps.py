@@ -116,6 +116,9 @@ class Step:
     that are negatives at all; ``mask`` ``(B, N)``: those the regime kept; ``negative_labels``
     ``(N,)``: the candidates' labels (MoCo: the queue's, which the enqueue overwrites).
     ``keys`` ``(B, P)``: MoCo's keys of the batch, enqueued after the optimiser step.
+    ``own_key`` ``(B,)``: MoCo, whether the queue holds a key of the query's own instance (from
+    an earlier step; it is no negative, see :func:`moco_step`); None for SimCLR, whose anchor
+    is never among its negatives.
     """
 
     loss: Tensor
@@ -124,6 +127,7 @@ class Step:
     mask: Tensor
     negative_labels: Tensor
     keys: Tensor | None = None
+    own_key: Tensor | None = None
 
 
 def simclr_step(
@@ -153,7 +157,9 @@ def _simclr_loss(config: TrainConfig, z1: Tensor, z2: Tensor, mask: Tensor) -> T
         return losses.debiased_nt_xent(
             z1, z2, config.temperature, config.tau_plus, config.beta, neg_mask=mask
         )
-    return losses.nt_xent(z1, z2, config.temperature, neg_mask=mask)
+    return losses.nt_xent(
+        z1, z2, config.temperature, neg_mask=mask, negative_shift=config.negative_logit_shift
+    )
 
 
 def _moco_loss(config: TrainConfig, q: Tensor, k: Tensor, keys: Tensor, mask: Tensor) -> Tensor:
@@ -164,7 +170,8 @@ def _moco_loss(config: TrainConfig, q: Tensor, k: Tensor, keys: Tensor, mask: Te
         return losses.debiased_info_nce(
             pos, neg, config.temperature, config.tau_plus, config.beta, mask
         )
-    return losses.info_nce(q, k, keys, config.temperature, mask=mask)
+    shift = config.negative_logit_shift
+    return losses.info_nce(q, k, keys, config.temperature, mask=mask, negative_shift=shift)
 
 
 @torch.no_grad()
@@ -220,10 +227,12 @@ def moco_step(
     sims = torch.einsum("bp,qp->bq", q.detach(), keys)  # (B, Q)
     # A key of the query's own instance from an earlier step is not a negative: it matters
     # when the queue holds a large part of a small data set.
-    valid = queue.valid[None, :] & (queue.ids[None, :] != batch.ids[:, None])  # (B, Q)
+    own = queue.ids[None, :] == batch.ids[:, None]  # (B, Q)
+    valid = queue.valid[None, :] & ~own  # (B, Q)
     mask = _negative_mask(config, sims, valid, batch.labels, queue.labels, mask_gen)
     loss = _moco_loss(config, q, k, keys, mask).mean()
-    return Step(loss, sims, valid, mask, queue.labels, keys=k)
+    own_key = (own & queue.valid[None, :]).any(dim=1)  # (B,)
+    return Step(loss, sims, valid, mask, queue.labels, keys=k, own_key=own_key)
 
 
 def update(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:

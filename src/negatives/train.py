@@ -377,7 +377,7 @@ def train(
         if world > 1:
             _average_batchnorm(model, key_model)
         for key, value in epoch_log.entry(epoch + 1).items():
-            history[key].append(value)
+            history.setdefault(key, []).append(value)  # a key older checkpoints lack
         elapsed += history["seconds"][-1]
         done = epoch + 1
         bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")

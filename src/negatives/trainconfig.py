@@ -19,6 +19,7 @@ of Saunshi et al. 2019, used for the synthetic data).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +72,12 @@ class TrainConfig:
     ``tau_plus`` and ``beta`` replace the loss's negative term by the debiased estimate of
     Chuang et al. (2020) and its hard-negative reweighting of Robinson et al. (2021)
     (:func:`negatives.losses.debiased_info_nce`); both 0 is the plain InfoNCE / NT-Xent.
+
+    ``eqco_alpha`` holds the loss at the scale of ``alpha`` negatives whatever K: every kept
+    negative's logit gets ``log(alpha / K)`` (:attr:`negative_logit_shift`), which multiplies
+    the denominator's negative sum by ``alpha / K``. Our reading of EqCo (Zhu et al. 2020),
+    whose abstract says the loss's margin term must be "adaptively scaled according to the
+    number of negative pairs"; the equation was not read here.
     """
 
     method: str = "simclr"
@@ -97,6 +104,8 @@ class TrainConfig:
     negative_groups: int = 1  # SimCLR: anchors contrast only within their group of the batch
     tau_plus: float = 0.0  # class prior of the debiased negative term (Chuang et al. 2020); 0: off
     beta: float = 0.0  # hard-negative weights exp(beta s / T) (Robinson et al. 2021); 0: off
+    # EqCo's alpha (Zhu et al. 2020): the negatives' sum scaled by alpha / K; None: off
+    eqco_alpha: int | None = None
     positives: str = "views"
     strength: float = 0.5
     min_scale: float = 0.2
@@ -147,6 +156,19 @@ class TrainConfig:
                 "the anchor's class (1/C for C balanced classes)"
             )
         cfg.check_float("beta", self.beta, 0.0)
+        if self.eqco_alpha is not None:
+            cfg.check_int("eqco_alpha", self.eqco_alpha, 1)
+            if self.debiased:
+                raise ValueError(
+                    f"eqco_alpha={self.eqco_alpha} with tau_plus={self.tau_plus}, beta="
+                    f"{self.beta}: EqCo rescales the plain InfoNCE's negatives; use one or the other"
+                )
+            if self.negatives == "band":
+                raise ValueError(
+                    f"eqco_alpha={self.eqco_alpha} with negatives='band': a band keeps a "
+                    "varying number of negatives per query, EqCo's K must be fixed; use 'all' "
+                    "or 'random-k'"
+                )
         if self.debiased and self.negatives == "no-same-class":
             raise ValueError(
                 f"tau_plus={self.tau_plus}, beta={self.beta} with negatives='no-same-class': the "
@@ -228,6 +250,15 @@ class TrainConfig:
         if self.method == "simclr":
             return self.batch_size // self.negative_groups - 1
         return self.queue_size
+
+    @property
+    def negative_logit_shift(self) -> float:
+        """What EqCo adds to every negative's logit: log(eqco_alpha / K), K =
+        :attr:`negatives_per_query` (instances; SimCLR's two views of each share it), so that
+        the negatives' sum is scaled by alpha / K; 0 without ``eqco_alpha``."""
+        if self.eqco_alpha is None:
+            return 0.0
+        return math.log(self.eqco_alpha / self.negatives_per_query)
 
     @property
     def debiased(self) -> bool:
