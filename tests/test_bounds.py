@@ -744,3 +744,46 @@ def test_the_earlier_bounds_factors_and_where_they_explode() -> None:
         f["ash"] * (r - col),
     ]
     assert bounds.min_supervised_loss(c) <= ours < min(earlier)
+
+
+@pytest.mark.parametrize("c", [2, 10, 100])
+@pytest.mark.parametrize("b", [0.5, 1.0, 2**0.5])
+def test_the_surrogate_gap_bounds_hold_at_the_optimum(c: int, b: float) -> None:
+    # lower <= R*_supv <= upper at the population optimum, every K: the direction of the lower
+    # intercept is read from the authors' function names; this is what would refute it
+    from negatives import bounds
+
+    sup = bounds.min_supervised_loss(c, b)
+    for k in (1, 3, 15, 63, 255, 1023):
+        lower, upper = bounds.surrogate_gap_sup_bounds(
+            bounds.min_contrastive_loss(k, c, b), k, [1 / c] * c, b
+        )
+        assert lower <= sup <= upper
+
+
+def test_every_sup_bound_from_measured_terms_by_hand() -> None:
+    from negatives import bounds
+
+    # one encoder's measured terms (made up) at t = 0.5, so b^2 = 1 / t = 2
+    terms = {
+        "info_loss": 3.2,
+        "collision_term": 0.4,
+        "tau": 0.9,
+        "num_negatives": 63.0,
+        "temperature": 0.5,
+    }
+    c, k = 10, 63
+    out = bounds.every_sup_bound(terms, [1 / c] * c)
+    h = sum(1 / i for i in range(1, c))  # H_9
+    assert out["ash_sup_upper_bound"] == pytest.approx(
+        2 * max(1, 2 * 9 * h / k) / (1 - 0.9) * (3.2 - 0.4)
+    )
+    lc = np.log(np.cosh(2.0))
+    assert out["bao_sup_upper_bound"] == pytest.approx(3.2 + np.log(c / k) + 2 * lc)
+    assert out["bao_sup_lower_bound"] == pytest.approx(
+        3.2 + np.log(c) + np.log(k) - 2 * np.log(1 + k) - 2 * lc
+    )
+    # no collision-free anchor: Ash et al.'s bound says nothing
+    assert bounds.every_sup_bound({**terms, "tau": 1.0}, [1 / c] * c)["ash_sup_upper_bound"] == (
+        np.inf
+    )

@@ -147,6 +147,9 @@ def synthetic_rows(
                     "sup_loss": 1.0,
                     "curl_sup_upper_bound": 2.0**x + 0.01 * rng.standard_normal(),
                     "proposed_sup_upper_bound_exact_upsilon": 3.0 + 0.01 * rng.standard_normal(),
+                    "ash_sup_upper_bound": 50.0 + 0.01 * rng.standard_normal(),
+                    "bao_sup_upper_bound": 2.0 + 0.01 * rng.standard_normal(),
+                    "bao_sup_lower_bound": -0.5,
                 }
             )
     return pd.DataFrame(rows)
@@ -344,3 +347,82 @@ def test_a_k_larger_than_the_data_is_named_as_written_before_anything_trains() -
     P = chapter.Params.from_profile("smoke", num_negatives=[3, 100_000])
     with pytest.raises(ValueError, match=r"num_negatives\[1\]=100000: a batch of K \+ 1"):
         sweep.check_plan(P, "bounds", chapter.plan)
+
+
+EVERY = "the bound for every K is the tightest"
+GAP = "the every-K bounds contain L_sup"
+EQCO = "with EqCo's rescaling K stops mattering"
+
+
+def test_every_k_verdict_compares_within_the_earlier_bounds_range() -> None:
+    rows = synthetic_rows()  # Bao 2 below CURL (2^x >= 4 where K >= C), N&S 3 and Ash 50
+    assert _verdict(verdicts(rows), EVERY) == "reproduced"
+    # CURL's number at K = 3 < C = 10 lies below Bao's bound, outside its range: not counted
+    small = rows.copy()
+    small.loc[small.K == 3, "curl_sup_upper_bound"] = 0.5
+    assert _verdict(verdicts(small), EVERY) == "reproduced"
+    # Ash et al.'s bound counts at every K: below Bao's at one K refutes the claim
+    ash = rows.copy()
+    ash.loc[ash.K == 63, "ash_sup_upper_bound"] = 1.0
+    table = verdicts(ash)
+    assert _verdict(table, EVERY) == "not reproduced"
+    assert table.loc[table.claim == EVERY, "estimate"].iloc[0] == pytest.approx(-1.0, abs=0.05)
+
+
+def test_the_surrogate_gap_check_is_a_check_and_fails_when_l_sup_escapes() -> None:
+    rows = synthetic_rows()
+    table = verdicts(rows)
+    assert _verdict(table, GAP) == "reproduced"
+    assert set(table.loc[table.claim.isin([GAP, "both bounds are below L_Info"]), "kind"]) == {
+        "check"
+    }
+    above = rows.copy()
+    above.loc[0, "sup_loss"] = 2.5  # above Bao's upper bound in one run
+    assert _verdict(verdicts(above), GAP) == "not reproduced"
+
+
+def _eqco_rows(slope: float, seeds: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    return pd.DataFrame(
+        [
+            {"data": "image", "dataset": "toy", "num_classes": 10, "mode": "eqco", "K": k,
+             "seed": s, "linear_accuracy": 70 + slope * math.log2(k + 1)
+             + 0.05 * rng.standard_normal()}
+            for s in range(seeds)
+            for k in (3, 15, 63, 255)
+        ]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(("slope", "expected"), [(0.0, "reproduced"), (2.0, "not reproduced")])
+def test_eqco_verdict_asks_for_a_flat_slope(slope: float, expected: str) -> None:
+    rows = synthetic_rows()
+    table = chapter.claims({"rows": rows, "eqco": _eqco_rows(slope)})
+    assert _verdict(table, EQCO) == expected
+
+
+def test_eqco_slopes_pair_the_arms_by_seed() -> None:
+    mask = synthetic_rows(acc_slope=1.0, noise=0.0).assign(mode="mask")
+    arm = _eqco_rows(0.25)
+    table = chapter.eqco_slopes(mask, arm).set_index("arm")
+    assert table.loc["mask", "mean"] == pytest.approx(1.0)
+    assert table.loc["eqco", "mean"] == pytest.approx(0.25, abs=0.05)
+    diff = table.loc["mask − eqco"]
+    assert diff["mean"] == pytest.approx(1.0 - table.loc["eqco", "mean"])
+    assert diff["seeds"] == 3 and diff["low"] < diff["mean"] < diff["high"]
+
+
+def test_the_eqco_reading_says_when_k_had_no_effect_to_remove() -> None:
+    from negatives.chapters.bounds.page import eqco_reading
+
+    flat = synthetic_rows(acc_slope=0.0, noise=0.01).assign(mode="mask", train_seconds=30.0)
+    batch = synthetic_rows(acc_slope=1.0, noise=0.01).assign(train_seconds=30.0)
+    rows = pd.concat([flat, batch], ignore_index=True)
+    arm = _eqco_rows(0.0)
+    T = {"rows": rows, "eqco_slopes": chapter.eqco_slopes(rows, arm), "labels": {"image": "toy"}}
+    text = eqco_reading(T)
+    assert "no effect there for the rescaling to remove" in text
+    assert "9 more image runs" in text and "about 4 minutes" in text  # 3 seeds x 3 K < max
+    rising = pd.concat([flat.assign(linear_accuracy=batch.linear_accuracy), batch])
+    T["eqco_slopes"] = chapter.eqco_slopes(rising, arm)
+    assert "not shown to be flat" in eqco_reading({**T, "rows": rising})

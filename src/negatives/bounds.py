@@ -431,6 +431,53 @@ def earlier_bound_coefficients(num_negatives: int, num_classes: int) -> dict[str
     }
 
 
+def ash_sup_upper_bound(
+    info_loss: float, collision: float, tau: float, num_negatives: int, num_classes: int
+) -> float:
+    """Ash et al. (2022)'s upper bound on the supervised loss as Bao, Nagano & Nozawa's notebook
+    (``code/notebooks/bound.ipynb``, ``ash``) evaluates it on a trained encoder:
+    2 max(1, 2 (C - 1) H_{C-1} / K) / (1 - τ) * (L_Info - E ln(Col + 1)), with the harmonic
+    number exact (the notebook: log(C - 1) + 0.577). ``tau`` and ``collision`` are measured on
+    the same batches as ``info_loss`` here (the notebook puts in their uniform-prior values);
+    infinite where 1 - τ = 0 and the numerator is >= 0 (:func:`sup_upper_bound`)."""
+    k = cfg.check_int("num_negatives", num_negatives, 1)
+    c = cfg.check_int("num_classes", num_classes, 2)
+    harmonic = math.fsum(1 / i for i in range(1, c))
+    factor = 2 * max(1.0, 2 * (c - 1) * harmonic / k)
+    return sup_upper_bound(factor * (info_loss - collision), 1.0 - tau)
+
+
+def surrogate_gap_sup_bounds(
+    info_loss: float, num_negatives: int, class_probs: Sequence[float], norm_bound: float
+) -> tuple[float, float]:
+    """Bao, Nagano & Nozawa (2022)'s lower and upper bounds on the mean classifier's supervised
+    loss from a measured contrastive loss: ``(L_Info + Γ, L_Info + Δ_U)``
+    (:func:`surrogate_gap_bounds`). The upper one is their notebook's ``ours`` (``loss +
+    ub_intercept``); the lower one adds ``lb_intercept`` the same way (the direction read from
+    the two functions' names; both hold at the optimum, :func:`min_contrastive_loss` and
+    :func:`min_supervised_loss`, which ``tests/test_bounds.py`` checks over C, K and b). With
+    unit features and temperature t the scores are bounded by 1 / t, so ``norm_bound`` is
+    1 / sqrt(t) for the book's encoders."""
+    gamma, delta = surrogate_gap_bounds(num_negatives, class_probs, norm_bound)
+    return info_loss + gamma, info_loss + delta
+
+
+def every_sup_bound(terms: dict[str, float], class_probs: Sequence[float]) -> dict[str, float]:
+    """The bounds of Ash et al. and of Bao, Nagano & Nozawa on one encoder's supervised loss
+    from its measured terms (a row of :func:`terms_from_inputs`: ``info_loss``,
+    ``collision_term``, ``tau``, ``num_negatives``, ``temperature``) and the test set's class
+    frequencies: ``ash_sup_upper_bound``, ``bao_sup_lower_bound``, ``bao_sup_upper_bound``."""
+    k = int(terms["num_negatives"])
+    loss = float(terms["info_loss"])
+    lower, upper = surrogate_gap_sup_bounds(
+        loss, k, class_probs, 1.0 / math.sqrt(float(terms["temperature"]))
+    )
+    ash = ash_sup_upper_bound(
+        loss, float(terms["collision_term"]), float(terms["tau"]), k, len(class_probs)
+    )
+    return {"ash_sup_upper_bound": ash, "bao_sup_lower_bound": lower, "bao_sup_upper_bound": upper}
+
+
 # --------------------------------------------------------------------------------------------
 # Bound terms (Nozawa & Sato 2021, section 5)
 # --------------------------------------------------------------------------------------------

@@ -88,6 +88,7 @@ STYLES: dict[str, Style] = {
     # how K is varied (chapters 3 and 4)
     "batch": Style(PALETTE[0], "o", "-"),
     "mask": Style(PALETTE[1], "s", "--"),
+    "eqco": Style(PALETTE[3], "D", "-."),
     # class priors (chapters 1 and 4)
     "uniform": Style(PALETTE[0], "o", "-"),
     "zipf": Style(PALETTE[1], "s", "--"),
@@ -97,6 +98,9 @@ STYLES: dict[str, Style] = {
     "proposed": Style(PALETTE[2], "^", "-."),
     "exact": Style(PALETTE[6], "", "--"),
     "float64": Style(PALETTE[4], "", ":"),
+    "ash": Style(PALETTE[3], "D", ":"),
+    "bao": Style(PALETTE[0], "v", "-"),
+    "bao_lower": Style(PALETTE[5], "P", "--"),
     # chapter 2's groups of conditions
     "main": Style(PALETTE[0], "o", "-"),
     "fine": Style(PALETTE[4], "s", "--"),

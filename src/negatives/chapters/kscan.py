@@ -43,6 +43,10 @@ MODE_NAMES: dict[str, str] = {
     "batch": "K+1 = batch size (as the paper)",
     "mask": "fixed batch with a random K-subset",
 }
+# The EqCo arm (chapter 3): the ``mask`` mode's runs with the loss held at the scale of the
+# fixed batch's negatives, alpha = max(K) (:attr:`negatives.TrainConfig.eqco_alpha`).
+EQCO_MODE = "eqco"
+MODE_NAMES[EQCO_MODE] = "fixed batch with a random K-subset, EqCo's α/K"
 # How the learning rate follows the batch size B: Nozawa & Sato (authors' code) use LARC SGD with
 # lr = base * B / 256, the linear scaling rule; "sqrt" (base * sqrt(B / 256)) is the rule usually
 # argued for Adam; "none" keeps lr = base at every B.
@@ -76,6 +80,20 @@ def _scan(
                         lr=lr_at(fixed_batch),
                     )
                 out.append((mode, c))
+    return out
+
+
+def _eqco_scan(
+    base: TrainConfig, ks: tuple[int, ...], seeds: int, lr_at: Callable[[int], float]
+) -> list[tuple[str, TrainConfig]]:
+    """The ``mask`` scan with EqCo's rescaling at alpha = max(K): each K's negatives are summed
+    at the weight of max(K) of them. At K = max(K) the shift is log 1 = 0: that run is the
+    other modes' (no ``eqco_alpha``), shared through the cache."""
+    alpha = max(ks)
+    out = []
+    for _, c in _scan(base, ks, ("mask",), seeds, lr_at):
+        eqco = c if c.negatives_per_query == alpha else c.replace(eqco_alpha=alpha)
+        out.append((EQCO_MODE, eqco))
     return out
 
 
@@ -172,6 +190,15 @@ class Params(ChapterParams, ImageData, Execution):
     def configs(self) -> list[tuple[str, TrainConfig]]:
         """``(mode, config)`` of the image scan."""
         return _scan(self.base_config(), self.num_negatives, self.modes, self.seeds, self.lr_at)
+
+    def eqco_configs(self) -> list[tuple[str, TrainConfig]]:
+        """``("eqco", config)`` of the image scan's EqCo arm (:func:`_eqco_scan`)."""
+        return _eqco_scan(self.base_config(), self.num_negatives, self.seeds, self.lr_at)
+
+    def latent_eqco_configs(self) -> list[tuple[str, TrainConfig]]:
+        """``("eqco", config)`` of the latent-class scan's EqCo arm."""
+        base = self.latent_base_config()
+        return _eqco_scan(base, self.latent_num_negatives, self.seeds, self.lr_at)
 
     def latent_base_config(self) -> TrainConfig:
         """The recipe on the latent-class vectors: an MLP, positives from the class."""
@@ -329,6 +356,25 @@ def run_scan(
         for mode, c in scan
     ]
     return train_and_probe(labelled, data, store, probe_data=probe_data, desc=desc, workers=workers)
+
+
+def scan_rows(
+    kind: str,
+    scan: list[tuple[str, TrainConfig]],
+    data: Dataset,
+    store: RunStore,
+    *,
+    desc: str,
+    probe_data: Dataset | None = None,
+    workers: Workers | None = None,
+) -> pd.DataFrame:
+    """:func:`run_scan`'s rows with what names their data in front: ``data`` (``kind``:
+    ``"image"`` or ``"latent"``), ``dataset`` and ``num_classes``."""
+    _, df = run_scan(scan, data, store, desc=desc, probe_data=probe_data, workers=workers)
+    df.insert(0, "data", kind)
+    df.insert(1, "dataset", data.name)
+    df.insert(2, "num_classes", data.num_classes)
+    return df
 
 
 def data_label(rows: pd.DataFrame, kind: str) -> str:

@@ -26,10 +26,12 @@ This module re-exports their public names.
 from __future__ import annotations
 
 from negatives.chapters.bounds.analysis import (
+    eqco_slopes,
     evaluate_run,
     paper_comparison,
     run,
     scan_bounds,
+    scan_eqco,
     upsilon_table,
     worst_float64_upsilon,
 )
@@ -47,13 +49,20 @@ from negatives.chapters.bounds.design import (
     check,
     plan,
 )
-from negatives.chapters.bounds.page import figure_runs, learned_numbers, numbers
+from negatives.chapters.bounds.page import (
+    EVERY_BOUND,
+    every_bound_table,
+    figure_runs,
+    learned_numbers,
+    numbers,
+)
 
 __all__ = [
     "BOOK",
     "CLAIMS",
     "DATA_KINDS",
     "EVAL_VERSION",
+    "EVERY_BOUND",
     "MAX_PASSES",
     "MIN_ACCURACY_SLOPE",
     "PAPER",
@@ -63,7 +72,9 @@ __all__ = [
     "Params",
     "check",
     "claims",
+    "eqco_slopes",
     "evaluate_run",
+    "every_bound_table",
     "figure_runs",
     "learned_numbers",
     "numbers",
@@ -71,6 +82,7 @@ __all__ = [
     "plan",
     "run",
     "scan_bounds",
+    "scan_eqco",
     "upsilon_table",
     "worst_float64_upsilon",
 ]

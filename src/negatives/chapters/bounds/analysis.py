@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from negatives import bounds, probes, stats
@@ -113,15 +114,75 @@ def scan_bounds(
     runs_, probe_rows = kscan.run_scan(
         scan, data, store, desc=f"K-scan ({kind})", probe_data=probe_data, workers=workers
     )
+    # the test set's class frequencies: the prior of Bao et al.'s intercepts
+    counts = np.bincount(eval_data.test_labels.cpu().numpy(), minlength=eval_data.num_classes)
+    prior = (counts / counts.sum()).tolist()
     rows = []
     for run, (_, probe_row) in zip(runs_, probe_rows.iterrows(), strict=True):
         terms = evaluate_run(run, eval_data, params)
-        rows.append({**probe_row.to_dict(), **terms})
+        rows.append({**probe_row.to_dict(), **terms, **bounds.every_sup_bound(terms, prior)})
     df = pd.DataFrame(rows)
     df.insert(0, "data", kind)
     df.insert(1, "dataset", data.name)
     df.insert(2, "num_classes", data.num_classes)
     return df
+
+
+def scan_eqco(
+    params: Params,
+    kind: str = "image",
+    *,
+    store: RunStore | None = None,
+    workers: Workers | None = None,
+) -> pd.DataFrame:
+    """Train (or reuse) the EqCo arm of ``kind`` (:meth:`kscan.Params.eqco_configs`) and probe
+    it as the scan's runs are probed; rows as :func:`scan_bounds`'s without the bound terms
+    (``mode`` is ``"eqco"``)."""
+    cfg.check_choice("kind", kind, DATA_KINDS)
+    store = store or params.store()
+    if kind == "image":
+        data, probe_data = params.scan.load_data(), params.scan.load_probe_data()
+        scan = params.scan.eqco_configs()
+    else:
+        data = probe_data = params.scan.load_latent_data()
+        scan = params.scan.latent_eqco_configs()
+    return kscan.scan_rows(
+        kind, scan, data, store, desc=f"EqCo arm ({kind})", probe_data=probe_data, workers=workers
+    )
+
+
+def eqco_slopes(rows: pd.DataFrame, eqco: pd.DataFrame) -> pd.DataFrame:
+    """The linear probe's slope per doubling of K+1 with and without EqCo's rescaling, per data
+    set: the ``mask`` mode's runs (fixed batch, random K-subset) against the EqCo arm's (the
+    same, rescaled), each the mean of per-seed fits with its 95% interval over seeds and the
+    test set's (:func:`negatives.stats.trend_test_interval`), and their difference paired by
+    seed (mask − EqCo: the part of K's effect that the rescaling removes)."""
+    out = []
+    metric = "linear_accuracy"
+    for kind in [k for k in DATA_KINDS if k in set(eqco["data"])]:
+        mask = rows[(rows["data"] == kind) & (rows["mode"] == "mask")]
+        arm = eqco[eqco["data"] == kind]
+        if not len(mask):
+            continue
+        slopes = {}
+        for name, g in (("mask", mask), ("eqco", arm)):
+            slopes[name] = stats.seed_slopes(g, metric)
+            mean, low, high, n = stats.trend(g, metric)
+            test = stats.trend_test_interval(g, metric)
+            out.append(
+                {"data": kind, "arm": name, "mean": mean, "low": low, "high": high, "seeds": n,
+                 "test_low": test[0] if test else math.nan,
+                 "test_high": test[1] if test else math.nan}
+            )  # fmt: skip
+        both = slopes["mask"].index.intersection(slopes["eqco"].index)
+        diff = (slopes["mask"][both] - slopes["eqco"][both]).tolist()
+        mean, low, high = stats.mean_interval(diff)
+        out.append(
+            {"data": kind, "arm": "mask − eqco", "mean": mean, "low": low, "high": high,
+             "seeds": len(diff), "test_low": math.nan, "test_high": math.nan}
+        )  # fmt: skip
+    columns = ["data", "arm", "mean", "low", "high", "seeds", "test_low", "test_high"]
+    return pd.DataFrame(out, columns=columns)
 
 
 def paper_comparison(rows: pd.DataFrame) -> pd.DataFrame:
@@ -192,7 +253,8 @@ def _ratio_or_nan(num: float, den: float) -> float:
 
 def run(P: Params, store: RunStore | None = None) -> dict[str, Any]:
     """Every table of the chapter: the per-run ``rows`` of both scans, their ``summary`` over
-    seeds, the ``upsilon`` and paper ``comparison`` tables, and the ``verdicts``."""
+    seeds, the ``upsilon`` and paper ``comparison`` tables, the EqCo arm's rows (``eqco``)
+    and slopes (``eqco_slopes``), and the ``verdicts``."""
     store = store or P.store()
     workers = execute(P, "bounds", plan, store)
     rows = pd.concat(
@@ -200,7 +262,17 @@ def run(P: Params, store: RunStore | None = None) -> dict[str, Any]:
         ignore_index=True,
     )
     kinds = [k for k in DATA_KINDS if k in set(rows["data"])]
+    eqco = (
+        pd.concat(
+            [scan_eqco(P, kind, store=store, workers=workers) for kind in DATA_KINDS],
+            ignore_index=True,
+        )
+        if P.eqco
+        else rows.iloc[:0]
+    )
     T = {
+        "eqco": eqco,
+        "eqco_slopes": eqco_slopes(rows, eqco),
         "rows": rows,
         "summary": stats.summarize_over_seeds(rows, TERMS),
         "upsilon": upsilon_table(rows),

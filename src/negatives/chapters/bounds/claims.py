@@ -14,6 +14,13 @@ from negatives.chapters import kscan
 from negatives.chapters.bounds.design import DATA_KINDS, MIN_ACCURACY_SLOPE
 
 PAPER = "Nozawa & Sato (2021)"
+BAO = "Bao, Nagano & Nozawa (2022)"
+# The earlier upper bounds on L_sup that Bao et al.'s is compared with (columns of the rows).
+EARLIER_UPPER = (
+    "curl_sup_upper_bound",
+    "proposed_sup_upper_bound_exact_upsilon",
+    "ash_sup_upper_bound",
+)
 
 
 # The chapter's claims, decided by :func:`negatives.verdicts.decide` in :func:`claims`.
@@ -42,12 +49,44 @@ CLAIMS: dict[str, vd.Claim] = {
         "CURL − proposed upper bound on L_sup at the largest K (nats)",
         vd.above(0.0),
     ),
+    "every K": vd.Claim(
+        "the bound for every K is the tightest",
+        BAO,
+        "the earlier surrogate bounds are \u201cprohibitively large\u201d; theirs holds for every "
+        "K (abstract): we ask that their upper bound on L_sup lie below the CURL, Nozawa & "
+        "Sato and Ash et al. bounds at every K of the scan",
+        "smallest (earlier upper bound − theirs) over the scan's K and the three earlier "
+        "bounds, per seed (nats; CURL and Nozawa & Sato where K ≥ C, their range in the "
+        "authors' notebook)",
+        vd.above(0.0),
+    ),
+    "surrogate gap": vd.Claim(
+        "the every-K bounds contain L_sup",
+        BAO + " (theorem)",
+        "their lower and upper bounds contain the measured supervised loss (a check of our "
+        "estimates, and of the bounds outside their setting on augmented views)",
+        "smallest of L_sup − lower bound and upper bound − L_sup over all runs (nats)",
+        vd.above(0.0),
+        kind=vd.CHECK,
+    ),
+    "eqco": vd.Claim(
+        "with EqCo's rescaling K stops mattering",
+        "Zhu et al. (2020)",
+        "with the loss's margin rescaled with the number of negatives, 16 negatives per query "
+        "matched MoCo v2's 65,536 (abstract); we ask for a linear-probe slope within "
+        f"±{MIN_ACCURACY_SLOPE:g} points per doubling of K+1 in the EqCo arm",
+        "slope of linear-probe accuracy against log2(K+1) in the EqCo arm (points per "
+        "doubling), mean of per-seed fits",
+        vd.between(-MIN_ACCURACY_SLOPE, MIN_ACCURACY_SLOPE),
+        " pts",
+    ),
     "lower bound": vd.Claim(
         "both bounds are below L_Info",
         PAPER + " (theorem)",
         "both are lower bounds of the contrastive loss (a check of our estimates)",
         "smallest L_Info − bound over all runs (nats)",
         vd.above(0.0),
+        kind=vd.CHECK,
     ),
 }
 
@@ -70,6 +109,12 @@ def claims(T: dict[str, Any]) -> pd.DataFrame:
        (∞ where CURL is infinite; −∞ where the proposed one is), > 0.
     4. *Both are lower bounds of L_Info* (the theorems; a sanity check): the smallest
        L_Info − bound over all runs, > 0 (an exact minimum, no interval).
+
+    Of Bao, Nagano & Nozawa (2022): 5. *their upper bound is the tightest* (per seed the
+    smallest margin of the three earlier upper bounds over theirs across the scan's K, > 0);
+    6. *their bounds contain L_sup* (a check: the smallest margin over all runs, > 0). Of Zhu
+    et al. (2020, EqCo): 7. *with the rescaling K stops mattering*: the EqCo arm's linear-probe
+    slope (``T["eqco"]``, where present) within ±:data:`MIN_ACCURACY_SLOPE`.
     """
     rows, C = T["rows"], CLAIMS
     out: list[dict[str, Any]] = []
@@ -97,6 +142,20 @@ def claims(T: dict[str, Any]) -> pd.DataFrame:
             key = {"data": kind, "mode": mode, "metric": None}
             out.append({**_curl_verdict(C["curl"], g, setting), "key": "curl", **key})
             out.append({**_proposed_verdict(C["proposed"], g, setting), "key": "proposed", **key})
+            out.append({**_every_k_verdict(C["every K"], g, setting), "key": "every K", **key})
+            gap = float(
+                np.minimum(g["sup_loss"] - g["bao_sup_lower_bound"],
+                           g["bao_sup_upper_bound"] - g["sup_loss"]).min()
+            )  # fmt: skip
+            row = vd.judge(
+                C["surrogate gap"],
+                gap,
+                gap,
+                gap,
+                setting=f"{setting}, {len(g)} runs",
+                seeds=int(g["seed"].nunique()),
+            )
+            out.append({**row, "key": "surrogate gap", **key})
             for bound, name in (("curl_bound", "CURL"), ("proposed_bound", "proposed")):
                 gap = float((g["info_loss"] - g[bound]).min())
                 row = vd.judge(
@@ -108,6 +167,19 @@ def claims(T: dict[str, Any]) -> pd.DataFrame:
                     seeds=int(g["seed"].nunique()),
                 )
                 out.append({**row, "key": "lower bound", **key, "metric": bound})
+    eqco = T.get("eqco")
+    for kind in [] if eqco is None else [k for k in DATA_KINDS if k in set(eqco["data"])]:
+        g = eqco[eqco["data"] == kind]
+        ks = sorted(set(g["K"]))
+        setting = (
+            f"{kscan.data_label(rows, kind)}, EqCo arm (α = {ks[-1]}), "
+            f"K+1 = {ks[0] + 1}…{ks[-1] + 1}, linear probe"
+        )
+        mean, low, high, n = stats.trend(g, "linear_accuracy")
+        test = stats.trend_test_interval(g, "linear_accuracy")
+        row = vd.judge(C["eqco"], mean, low, high, setting=setting, seeds=n, test_set=test)
+        key = {"key": "eqco", "data": kind, "mode": "eqco", "metric": "linear_accuracy"}
+        out.append({**row, **key})
     return vd.verdict_table(out)
 
 
@@ -152,3 +224,17 @@ def _proposed_verdict(claim: vd.Claim, g: pd.DataFrame, setting: str) -> dict[st
         )
     mean, low, high = stats.mean_interval_with_infinities((curl - prop).to_numpy(dtype=float))
     return vd.judge(claim, mean, low, high, setting=setting, seeds=len(prop))
+
+
+def _every_k_verdict(claim: vd.Claim, g: pd.DataFrame, setting: str) -> dict[str, Any]:
+    """Per seed, the smallest margin by which an earlier upper bound exceeds Bao et al.'s over
+    the scan's K (∞ where every earlier one is infinite); mean over seeds with its interval."""
+    earlier = g[list(EARLIER_UPPER)].copy()
+    # Bao et al.'s notebook evaluates the CURL and Nozawa & Sato bounds only where K >= C (their
+    # range: below it the CURL number is no bound, and υ = 0)
+    below = g["K"] < g["num_classes"]
+    earlier.loc[below, list(EARLIER_UPPER[:2])] = math.inf
+    margin = (earlier.min(axis=1) - g["bao_sup_upper_bound"]).groupby(g["seed"])
+    per_seed = margin.min().to_numpy(dtype=float)
+    mean, low, high = stats.mean_interval_with_infinities(per_seed)
+    return vd.judge(claim, mean, low, high, setting=setting, seeds=len(per_seed))

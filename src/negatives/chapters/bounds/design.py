@@ -66,6 +66,9 @@ TERMS = (
     "proposed_sup_upper_bound",
     "proposed_sup_upper_bound_exact_upsilon",
     "proposed_sup_upper_bound_naive_upsilon",
+    "ash_sup_upper_bound",
+    "bao_sup_lower_bound",
+    "bao_sup_upper_bound",
     "centroid_accuracy",
     "linear_accuracy",
 )
@@ -84,6 +87,9 @@ class Params(ChapterParams):
     * ``eval_seed``: seed of the evaluation's augmentations, positives and batches.
     * ``mean_train_size``: training images (stratified) whose augmented features make the mean
       classifier μ_c (None: all); 1,000 per class estimate a class mean well.
+    * ``eqco``: also train the EqCo arm on both data sets (:meth:`kscan.Params.eqco_configs`:
+      the fixed batch's random K-subset with the loss rescaled to max(K) negatives), to ask
+      whether K's effect survives the rescaling.
     """
 
     profile: str
@@ -92,6 +98,7 @@ class Params(ChapterParams):
     num_augmentations: int
     eval_seed: int
     mean_train_size: int | None
+    eqco: bool
 
     def __post_init__(self) -> None:
         cfg.check_profile(self.profile)
@@ -99,6 +106,8 @@ class Params(ChapterParams):
         cfg.check_int("num_augmentations", self.num_augmentations, 1, bounds.MAX_AUGMENTATIONS)
         cfg.check_int("eval_seed", self.eval_seed, 0)
         check_optional_int("mean_train_size", self.mean_train_size)
+        if not isinstance(self.eqco, bool):
+            raise ValueError(f"eqco={self.eqco!r} must be True or False (train the EqCo arm)")
         # A batch of K+1 test samples must fit in the test set (bound_terms needs K+1 <= N).
         for name, ks, n in (
             ("latent_num_negatives", self.scan.latent_num_negatives, self.scan.latent_test_size),
@@ -146,6 +155,7 @@ BOOK = Params(
     num_augmentations=4,
     eval_seed=0,
     mean_train_size=10000,
+    eqco=True,
 )
 
 
@@ -168,8 +178,14 @@ Params.profiles = {
 
 
 def plan(P: Params) -> list[tuple[TrainConfig, Dataset]]:
-    """Every training run of the chapter with its data: the K-scan's (:func:`kscan.plan`)."""
-    return kscan.plan(P.scan)
+    """Every training run of the chapter with its data: the K-scan's (:func:`kscan.plan`) and,
+    with ``eqco``, its EqCo arm on both data sets."""
+    planned = kscan.plan(P.scan)
+    if P.eqco:
+        image, latent = P.scan.load_data(), P.scan.load_latent_data()
+        planned += [(c, image) for _, c in P.scan.eqco_configs()]
+        planned += [(c, latent) for _, c in P.scan.latent_eqco_configs()]
+    return planned
 
 
 # the scan's K against its data, before anything trains

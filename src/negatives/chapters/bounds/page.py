@@ -39,6 +39,7 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
     # what the image encoders learn: the largest K's probe (first mode) against the baselines
     out.update(learned_numbers("bounds", rows, T.get("baselines")))
     out["bounds_image_epochs"] = P.scan.epochs
+    out["bounds_image_epochs_text"] = f"{P.scan.epochs} epoch" + ("s" if P.scan.epochs != 1 else "")
 
     acc = verdict_rows[verdict_rows["key"] == "accuracy"]
     out["bounds_max_slope_half_width"] = float(((acc["high"] - acc["low"]) / 2).max())
@@ -97,12 +98,21 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
         if where
         else "In this run it never lies below the measured L_sup."
     )
-    for key, name in (("curl", "curl"), ("proposed", "prop")):
+    out.update(surrogate_numbers(T))
+    out.update(eqco_numbers(T))
+    out.update(collision_numbers(T))
+    for key, name in (("curl", "curl"), ("proposed", "prop"), ("every K", "every")):
         v = verdict_rows[verdict_rows["key"] == key]
         out[f"bounds_verdict_{name}"] = "; ".join(
             f"{label[r.data]}, {modes[r.mode]}: {r.verdict}" for r in v.itertuples()
         )
     out.update(vd.count_numbers("bounds", verdict_rows))
+    claims_, checks = vd.of_kind(verdict_rows, vd.CLAIM), vd.of_kind(verdict_rows, vd.CHECK)
+    out["bounds_counts_text"] = (
+        f"Of the {vd.plural(len(claims_), 'verdict')} on the papers' claims, "
+        f"{vd.verdict_counts(vd.counts(claims_))}; of the {vd.plural(len(checks), 'check')} "
+        f"of our estimates, {vd.verdict_counts(vd.counts(checks))}."
+    )
     below = verdict_rows[verdict_rows["key"] == "lower bound"]
     out["bounds_below_all"] = (
         "in every run"
@@ -154,4 +164,137 @@ def figure_runs(P: Params, T: dict[str, Any]) -> dict[str, list[str]]:
     ]
     upper = sorted({r for g in first for r in g["run_id"]})
     names = ("accuracy", "losses", "probabilities", "lower")
-    return {**{f"fig-bounds-{n}": every for n in names}, "fig-bounds-upper": upper}
+    mask = rows[rows["mode"] == "mask"]["run_id"]
+    eqco = sorted(set(mask) | set(T["eqco"]["run_id"])) if len(T["eqco"]) else sorted(set(mask))
+    return {
+        **{f"fig-bounds-{n}": every for n in names},
+        "fig-bounds-upper": upper,
+        "fig-bounds-every": upper,
+        "fig-bounds-eqco": eqco,
+        "fig-bounds-collisions": upper,
+    }
+
+
+# The upper bounds of the every-K figure and table, in the order they are drawn.
+EVERY_BOUND: dict[str, str] = {
+    "curl_sup_upper_bound": "CURL (Arora et al.)",
+    "proposed_sup_upper_bound_exact_upsilon": "Nozawa & Sato",
+    "ash_sup_upper_bound": "Ash et al.",
+    "bao_sup_upper_bound": "Bao et al., upper",
+    "sup_loss": "L_sup (measured)",
+    "bao_sup_lower_bound": "Bao et al., lower",
+}
+
+
+def every_bound_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Means over seeds of every bound on L_sup and the measured L_sup, one row per data set,
+    way of varying K and K+1 (∞: infinite in every seed)."""
+    return stats.wide_summary(rows, list(EVERY_BOUND))
+
+
+def surrogate_numbers(T: dict[str, Any]) -> dict[str, Any]:
+    """The every-K bounds at the smallest and largest K of each data set (first mode), and
+    how far above L_sup Bao et al.'s upper bound lies (nats)."""
+    out: dict[str, Any] = {}
+    table = every_bound_table(T["rows"])
+    for kind in T["kinds"]:
+        g = table[table["data"] == kind]
+        g = g[g["mode"] == g["mode"].iloc[0]].sort_values("K+1")
+        for end, r in (("low", g.iloc[0]), ("top", g.iloc[-1])):
+            out[f"bounds_{kind}_{end}_k1_every"] = int(r["K+1"])
+            for term, key in (
+                ("bao_sup_upper_bound", "bao_ub"),
+                ("bao_sup_lower_bound", "bao_lb"),
+                ("ash_sup_upper_bound", "ash_ub"),
+                ("sup_loss", "sup_every"),
+            ):
+                out[f"bounds_{kind}_{end}_{key}"] = vd.format_number(float(r[term]), ".3g")
+        gap = g["bao_sup_upper_bound"] - g["sup_loss"]
+        out[f"bounds_{kind}_bao_gap_range"] = f"{gap.min():.2f} to {gap.max():.2f}"
+    return out
+
+
+def eqco_numbers(T: dict[str, Any]) -> dict[str, Any]:
+    """The EqCo arm's slopes with and without the rescaling per data set, and its α."""
+    slopes, eqco = T["eqco_slopes"], T["eqco"]
+    out: dict[str, Any] = {"bounds_eqco_runs": len(eqco)}
+    sentences = []
+    for kind in T["kinds"]:
+        out[f"bounds_{kind}_eqco_half_width"] = math.nan
+        g = slopes[slopes["data"] == kind].set_index("arm")
+        if not len(g):
+            continue
+        alpha = int(eqco.loc[eqco["data"] == kind, "K"].max())
+        out[f"bounds_{kind}_eqco_alpha"] = alpha
+        parts = {
+            arm: f"{r['mean']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]" for arm, r in g.iterrows()
+        }
+        sentences.append(
+            f"{T['labels'][kind]}: {parts['mask']} points per doubling without it, "
+            f"{parts['eqco']} with it (α = {alpha}); the difference, paired by seed, is "
+            f"{parts['mask − eqco']}"
+        )
+        out[f"bounds_{kind}_eqco_half_width"] = float(
+            (g.loc["eqco", "high"] - g.loc["eqco", "low"]) / 2
+        )
+    out["bounds_eqco_sentence"] = (
+        "; ".join(sentences) + "." if sentences else "The EqCo arm was not trained (eqco=False)."
+    )
+    out["bounds_eqco_reading"] = eqco_reading(T)
+    v = T["verdicts"]
+    v = v[v["key"] == "eqco"]
+    out["bounds_verdict_eqco"] = (
+        "; ".join(f"{T['labels'][r.data]}: {r.verdict}" for r in v.itertuples()) or "not tested"
+    )
+    return out
+
+
+def eqco_reading(T: dict[str, Any]) -> str:
+    """What the EqCo arm can say in this run: where the fixed batch's slope without the
+    rescaling already lies within ±:data:`MIN_ACCURACY_SLOPE`, K has no effect for the
+    rescaling to remove; the batch mode, where K moves with the batch size, is then named with
+    the training time an EqCo arm there would add (its runs' own times, from the cache)."""
+    slopes, rows = T["eqco_slopes"], T["rows"]
+    mask = slopes[slopes["arm"] == "mask"]
+    if not len(mask):
+        return ""
+    flat = [T["labels"][r.data] for r in mask.itertuples()
+            if -MIN_ACCURACY_SLOPE < r.low and r.high < MIN_ACCURACY_SLOPE]  # fmt: skip
+    if len(flat) < len(mask):
+        return (
+            "Without the rescaling the fixed batch's slope is not shown to be flat (its interval "
+            f"is not within ±{MIN_ACCURACY_SLOPE:g} on every data set): the paired difference "
+            "says how much of K's effect the rescaling removes."
+        )
+    text = (
+        f"Without the rescaling the fixed batch's slope is already within ±{MIN_ACCURACY_SLOPE:g}"
+        f" points per doubling on {' and '.join(flat)}: at this scale K has no effect there for "
+        "the rescaling to remove, so the arm shows that EqCo's rescaling changes nothing here, "
+        "not whether K's effect runs through the margin."
+    )
+    batch = rows[(rows["data"] == "image") & (rows["mode"] == "batch")]
+    if len(batch):
+        extra = batch[batch["K"] < batch["K"].max()]
+        minutes = float(extra["train_seconds"].sum()) / 60
+        text += (
+            " The one effect of K in this chapter is in the batch mode, where K moves with the "
+            f"batch size; an EqCo arm there ({len(extra)} more image runs, K + 1 = B and α = "
+            f"{int(batch['K'].max())}) is what would decide it, about {minutes:.0f} minutes of "
+            "training on this machine (the same runs' times without the rescaling)."
+        )
+    return text
+
+
+def collision_numbers(T: dict[str, Any]) -> dict[str, Any]:
+    """The share of the kept negatives that are of the anchor's class, logged in training
+    (the last epoch's sampled steps), at the smallest and largest K of each data set (first
+    mode), against 1/C."""
+    rows, out = T["rows"], {}
+    for kind in T["kinds"]:
+        g = rows[rows["data"] == kind]
+        g = g[g["mode"] == g["mode"].iloc[0]]
+        share = g.groupby("K")["same_class_kept"].mean()
+        out[f"bounds_{kind}_same_class_low"] = float(100 * share.iloc[0])
+        out[f"bounds_{kind}_same_class_top"] = float(100 * share.iloc[-1])
+        out[f"bounds_{kind}_chance"] = float(100 / int(g["num_classes"].iloc[0]))
+    return out

@@ -66,13 +66,9 @@ def kscan_accuracy(
         data = scan_params.load_data() if data is None else data
         probe_data = scan_params.load_probe_data() if probe_data is None else probe_data
         scan = scan_params.configs()
-    _, df = kscan.run_scan(
-        scan, data, store, desc=f"K-scan ({kind})", probe_data=probe_data, workers=workers
+    return kscan.scan_rows(
+        kind, scan, data, store, desc=f"K-scan ({kind})", probe_data=probe_data, workers=workers
     )
-    df.insert(0, "data", kind)
-    df.insert(1, "dataset", data.name)
-    df.insert(2, "num_classes", data.num_classes)
-    return df
 
 
 def accuracy_summary(
