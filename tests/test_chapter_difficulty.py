@@ -214,20 +214,111 @@ def test_verdicts_on_synthetic_summaries() -> None:
     assert got[("easiest 95% are insufficient", "T = 0.2")] == vd.REPRODUCED
     assert got[("hardest 0.1% are unnecessary", "T = 0.07")] == vd.INCONCLUSIVE
     assert got[("hardest 0.1% are unnecessary", "T = 0.2")] == vd.INCONCLUSIVE
-    # "helps at low temperature" is judged at the lowest temperature only, against 0
-    helps = v[v["claim"].str.startswith("removing")]
-    assert list(helps["setting"]) == ["T = 0.07"] and helps["verdict"].iloc[0] == vd.INCONCLUSIVE
+    # "sometimes detrimental" (removing them helps, Δ > 0) is judged at every temperature: the
+    # latest wording names no setting
+    helps = v[v["claim"] == "hardest 0.1% are sometimes detrimental"]
+    assert list(helps["setting"]) == ["T = 0.07", "T = 0.2"]
+    assert (helps["verdict"] == vd.INCONCLUSIVE).all()
+    assert helps["rule"].iloc[0] == "reproduced if the interval is > 0 pts"
     assert got[("hard negatives are more often same-class", "T = 0.2")] == vd.REPRODUCED
     assert got[("some negatives are consistently hard", "T = 0.2")] == vd.INCONCLUSIVE
-    assert list(v.columns) == [*vd.COLUMNS, "key", "temperature"]
+    assert list(v.columns) == [*vd.COLUMNS, "key", "temperature", *D.SHARE_COLUMNS]
     assert (v["key"] == v["claim"]).all()
+    # without the baselines' gain, no share; the rows that are no Δ never have one
+    assert v["share"].isna().all() and set(v["share_ours"]) <= {"n/a", ""}
     # a larger margin turns the hardest-5% case at T = 0.2 around
     v9 = D.claims({"summary": summary}, margin=5.0)
     row = v9[(v9["claim"] == "hardest 5% are sufficient") & (v9["setting"] == "T = 0.2")]
     assert row["verdict"].iloc[0] == vd.REPRODUCED
+    assert "within 5 points" in row["statement"].iloc[0]  # the statement names the margin read
     # a condition that was not trained gives no row
     fewer = D.claims({"summary": summary[summary["condition"] != "easiest 95%"]})
     assert not fewer["claim"].str.startswith("easiest").any()
+
+
+def test_share_of_the_gain_over_a_random_encoder_by_hand() -> None:
+    """1 + Δ / G, G = all negatives' mean accuracy − the random encoder's at that temperature;
+    the intervals are Δ's, mapped with G held at its mean."""
+    from negatives.stats import share_of_gain
+
+    assert share_of_gain(-3.0, 30.0) == pytest.approx(0.9)
+    assert math.isnan(share_of_gain(1.0, 0.0)) and math.isnan(share_of_gain(1.0, -5.0))
+    assert math.isnan(share_of_gain(1.0, math.nan)) and math.isnan(share_of_gain(math.nan, 2.0))
+    got = share_of_gain(np.array([-3.0, 0.0, 1.5]), np.array([30.0, 30.0, -1.0]))
+    np.testing.assert_allclose(got, [0.9, 1.0, math.nan])
+
+    rows = [  # condition, T, mean accuracy, Δ, Δ over seeds, Δ over the test set
+        ("all", 0.2, 80.0, 0.0, (0.0, 0.0), (0.0, 0.0)),
+        ("hardest 5%", 0.2, 77.0, -3.0, (-6.0, 0.0), (-4.5, -1.5)),
+        ("all", 0.07, 60.0, 0.0, (0.0, 0.0), (0.0, 0.0)),
+        ("all but hardest 0.1%", 0.07, 61.0, 1.0, (-1.0, 3.0), (0.0, 2.0)),
+        ("all", 0.5, 40.0, 0.0, (0.0, 0.0), (0.0, 0.0)),  # below the random encoder
+        ("hardest 5%", 0.5, 41.0, 1.0, (0.0, 2.0), (0.5, 1.5)),
+    ]
+    summary = pd.DataFrame(
+        [{"group": "main", "condition": c, "temperature": t, "n": 3, "mean": m, "diff_mean": d,
+          "diff_low": lo, "diff_high": hi, "diff_test_low": tl, "diff_test_high": th}
+         for c, t, m, d, (lo, hi), (tl, th) in rows]
+    )  # fmt: skip
+    s = D.add_shares(summary, random_accuracy=50.0).set_index(["condition", "temperature"])
+    hard = s.loc[("hardest 5%", 0.2)]  # G = 80 - 50 = 30
+    assert hard["gain"] == pytest.approx(30.0)
+    assert (hard["share"], hard["share_low"], hard["share_high"]) == pytest.approx(
+        (1 - 3 / 30, 1 - 6 / 30, 1.0)
+    )
+    assert (hard["share_test_low"], hard["share_test_high"]) == pytest.approx((0.85, 0.95))
+    no01 = s.loc[("all but hardest 0.1%", 0.07)]  # G = 60 - 50 = 10
+    assert (no01["share"], no01["share_low"], no01["share_high"]) == pytest.approx((1.1, 0.9, 1.3))
+    assert s.loc[("all", 0.07), "share"] == 1.0
+    assert s.loc[("hardest 5%", 0.5), "gain"] == -10.0 and math.isnan(
+        s.loc[("hardest 5%", 0.5), "share"]
+    )
+    # (acc_condition − acc_random) / (acc_all − acc_random), the same number
+    assert hard["share"] == pytest.approx((77.0 - 50.0) / (80.0 - 50.0))
+
+    # the verdict rows carry it: the row's decisive interval (seeds and test set) mapped
+    v = D.claims({"summary": s.reset_index()}).set_index(["claim", "setting"])
+    row = v.loc[("hardest 5% are sufficient", "T = 0.2")]
+    both_low = -3.0 - math.hypot(-3.0 + 6.0, -3.0 + 4.5)
+    both_high = -3.0 + math.hypot(0.0 + 3.0, -1.5 + 3.0)
+    assert (row["low"], row["high"]) == pytest.approx((both_low, both_high))
+    assert row["gain"] == 30.0 and row["share"] == pytest.approx(0.9)
+    assert (row["share_low"], row["share_high"]) == pytest.approx(
+        (1 + both_low / 30, 1 + both_high / 30)
+    )
+    assert row["share_ours"] == "90.0% [80.0%, 100.0%]"
+    assert row["share_both"] == D.format_share(0.9, 1 + both_low / 30, 1 + both_high / 30)
+    assert D.format_share(0.9, 1 + both_low / 30, 1 + both_high / 30) == "90.0% [78.8%, 101.2%]"
+    assert v.loc[("hardest 5% are sufficient", "T = 0.5"), "share_ours"] == "n/a"
+    for name in ("hardest 0.1% are unnecessary", *D.SOMETIMES_CLAIMS):  # one Δ, one share
+        assert v.loc[(name, "T = 0.07"), "share_ours"] == "110.0% [90.0%, 130.0%]"
+    assert D.format_share(-0.012) == "−1.2% (no interval)" and D.format_share(math.nan) == "n/a"
+    assert D.format_share(1.0, 1.0, 1.0) == "100.0%"
+
+
+def test_a_sometimes_claim_holds_where_one_setting_reproduces_it() -> None:
+    def table(*verdicts: str) -> pd.DataFrame:
+        return pd.DataFrame(
+            {"claim": ["c"] * len(verdicts) + ["d"], "verdict": [*verdicts, vd.REPRODUCED]}
+        )
+
+    R, N, U = vd.REPRODUCED, vd.NOT_REPRODUCED, vd.INCONCLUSIVE
+    assert D.at_least_one(table(N, R), "c") == R
+    assert D.at_least_one(table(U, R), "c") == R
+    assert D.at_least_one(table(N, N), "c") == N
+    assert D.at_least_one(table(N, U), "c") == U
+    assert D.at_least_one(table(), "c") == U  # no setting tested
+    claims = D.paper_claims(0.7)
+    assert D.SOMETIMES_CLAIMS == ("hardest 0.1% are sometimes detrimental",)
+    assert '"sometimes detrimental"' in claims[D.SOMETIMES_CLAIMS[0]].statement
+    assert claims[D.SOMETIMES_CLAIMS[0]].region == vd.above(0.0)
+    # "unnecessary" is the abstract's without "sometimes": judged in every setting
+    assert claims["hardest 0.1% are unnecessary"].region == vd.above(-0.7)
+    assert '"were unnecessary"' in claims["hardest 0.1% are unnecessary"].statement
+    assert "nearly full accuracy" in claims["hardest 5% are sufficient"].statement
+    # the margin that reads "nearly full" is named in the statement; no temperature is
+    assert "within 0.7 points" in claims["hardest 5% are sufficient"].statement
+    assert not any("0.07" in c.statement for c in claims.values())
 
 
 # -- a tiny end-to-end run ---------------------------------------------------------------------

@@ -200,6 +200,44 @@ def test_summary_pairs_by_seed_and_claims_follow_the_rule() -> None:
         assert len(r.better) + len(r.worse) + len(r.unclear) == len(g)
 
 
+def test_share_of_the_gain_over_a_random_encoder_per_bench_by_hand() -> None:
+    """1 + Δ / G per bench, G = the bench's mean accuracy with all negatives − its random
+    encoder's; Δ's intervals mapped with G held at its mean; none without a random encoder."""
+    s = tr.add_shares(tr.summarize(_per_run()), {"A": 40.0})
+    assert "share" not in tr.summarize(_per_run())  # summarize stays as it was
+    a = s[s["bench"] == "A"].set_index("treatment")
+    gain = a.loc["all", "mean"] - 40.0
+    assert (a["gain"] == gain).all() and gain > 0
+    for t in ("all", "no same-class", "hard beta=1"):
+        r = a.loc[t]
+        assert r["share"] == pytest.approx(1 + r["diff_mean"] / gain)
+        assert r["share"] == pytest.approx((r["mean"] - 40.0) / gain)  # the same number
+        for end in ("low", "high", "test_low", "test_high"):
+            assert r[f"share_{end}"] == pytest.approx(1 + r[f"diff_{end}"] / gain)
+    assert a.loc["all", "share"] == 1.0
+    b = s[s["bench"] == "B"]
+    assert b["gain"].isna().all() and b["share"].isna().all()
+    # the verdict rows: the share of Δ and of the decisive interval (seeds and test set)
+    v = tr.claims({"summary": s})
+    for r in v.itertuples():
+        if r.bench == "A":
+            assert r.gain == gain
+            assert (r.share, r.share_low, r.share_high) == pytest.approx(
+                (1 + r.estimate / gain, 1 + r.low / gain, 1 + r.high / gain)
+            )
+            row = a.loc[r.treatment]
+            assert r.share_ours == difficulty.format_share(
+                r.share, row["share_low"], row["share_high"]
+            )
+        else:
+            assert math.isnan(r.share) and r.share_ours == "n/a"
+    # a claim of chapter 2 quoted here is the same claim, in the latest version's wording
+    claims = tr.paper_claims(0.7)
+    assert claims["hardest"] == difficulty.paper_claims(0.7)["hardest 5% are sufficient"]
+    assert claims["all but"].name == "hardest 0.1% are unnecessary"
+    assert {name for name, _ in tr.QUOTED.values()} >= set(difficulty.SOMETIMES_CLAIMS)
+
+
 def test_book_verdicts_exclude_this_chapters_earlier_page(tmp_path) -> None:
     own = vd.verdict_table(
         [vd.judge(tr.paper_claims(0.7)["oracle"], 1.0, 0.5, 1.5, setting="x", seeds=3)]

@@ -286,3 +286,20 @@ def paired_bootstrap(
     return contrast_bootstrap(
         np.concatenate([a, b]), weights, reps=reps, seed=seed, confidence=confidence
     )
+
+
+def share_of_gain(delta: float | np.ndarray, gain: float | np.ndarray) -> float | np.ndarray:
+    """The share of a gain ``G`` that a condition keeps, ``1 + Δ / G``, as a fraction.
+
+    With ``G = acc_all − acc_random`` (what self-supervision with all negatives gained over a
+    random encoder) and ``Δ = acc_condition − acc_all``, this is ``(acc_condition − acc_random)
+    / G``: 1 keeps all of it, 0 none. For a fixed ``G > 0`` the map is increasing, so an
+    interval of Δ maps end by end to one of the share (``G`` held at its mean). NaN where ``G``
+    is not a positive finite number (nothing gained: no share to keep) or Δ is NaN.
+    """
+    d = np.asarray(delta, dtype=float)
+    g = np.asarray(gain, dtype=float)
+    ok = np.isfinite(g) & (g > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(ok, 1.0 + d / np.where(ok, g, 1.0), np.nan)
+    return float(out) if out.ndim == 0 else out

@@ -9,7 +9,8 @@ the chapter from one frozen parameter set (:class:`Params`), trains or reuses th
 
 * :func:`summarize_conditions`: mean and 95% interval of the linear-probe accuracy over seeds,
   the paired difference to "all negatives" at the same temperature and seed, and the test set's
-  own uncertainty of both;
+  own uncertainty of both; :func:`add_shares`: the share of the gain over a random encoder that
+  each condition keeps, 1 + Δ / G;
 * :func:`verdicts`: one row per claim of the paper (:func:`claims`), decided by the book's one
   rule (:func:`negatives.verdicts.decide`);
 * :func:`same_class_by_rank` / :func:`same_class_summary`: how often negatives of each difficulty
@@ -30,20 +31,34 @@ from __future__ import annotations
 
 from negatives.chapters.difficulty.analysis import (
     main,
+    random_accuracy,
     run,
     run_baselines,
     run_conditions,
     run_consistency,
     summarize_conditions,
 )
-from negatives.chapters.difficulty.claims import DELTA, PAPER, claims, paper_claims
+from negatives.chapters.difficulty.claims import (
+    DELTA,
+    NEARLY_FULL,
+    PAPER,
+    SHARE_COLUMNS,
+    SOMETIMES,
+    SOMETIMES_CLAIMS,
+    add_shares,
+    at_least_one,
+    claims,
+    format_share,
+    paper_claims,
+    share_columns,
+)
 from negatives.chapters.difficulty.design import (
     ALL_MAIN,
     BOOK,
     BOOK_MAIN,
     GROUPS,
     MAIN_BANDS,
-    PAPER_MARGIN,
+    MARGIN,
     Params,
     check,
     describe,
@@ -59,22 +74,31 @@ __all__ = [
     "DELTA",
     "GROUPS",
     "MAIN_BANDS",
+    "NEARLY_FULL",
     "ORACLE",
     "PAPER",
-    "PAPER_MARGIN",
+    "MARGIN",
     "Params",
     "REFERENCE",
+    "SHARE_COLUMNS",
+    "SOMETIMES",
+    "SOMETIMES_CLAIMS",
+    "add_shares",
+    "at_least_one",
     "check",
     "claims",
     "describe",
     "figure_runs",
+    "format_share",
     "main",
     "numbers",
     "paper_claims",
     "plan",
+    "random_accuracy",
     "run",
     "run_baselines",
     "run_conditions",
     "run_consistency",
+    "share_columns",
     "summarize_conditions",
 ]

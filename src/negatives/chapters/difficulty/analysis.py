@@ -14,7 +14,7 @@ import pandas as pd
 
 from negatives import config as cfg
 from negatives import probes
-from negatives.chapters.difficulty.claims import claims
+from negatives.chapters.difficulty.claims import add_shares, claims
 from negatives.chapters.difficulty.design import Params, plan
 from negatives.data import Dataset
 from negatives.experiment import paired, train_and_probe
@@ -80,6 +80,15 @@ def run_baselines(P: Params, probe_data: Dataset, store: RunStore | None = None)
     return pd.DataFrame([{"baseline": name, **m} for name, m in found.items()])
 
 
+def random_accuracy(baselines: pd.DataFrame) -> float:
+    """The random encoder's linear-probe accuracy (%) among :func:`run_baselines`' rows
+    (indexed by ``baseline``): what the gain of self-supervision is measured from."""
+    random = [name for name in baselines.index if str(name).startswith("random")]
+    if len(random) != 1:
+        raise ValueError(f"baselines: expected one random encoder, got {list(baselines.index)}")
+    return float(baselines.loc[random[0], "linear_accuracy"])
+
+
 def summarize_conditions(df: pd.DataFrame, metric: str = "linear_accuracy") -> pd.DataFrame:
     """Per ``(group, condition, temperature)``: ``metric`` against "all negatives" (group
     ``main``) at the same temperature, paired by seed (:func:`negatives.experiment.paired`:
@@ -121,8 +130,9 @@ def run(P: Params, store: RunStore | None = None, *, progress: bool = True) -> d
     """Every computation of the chapter, in the notebook's order, as a dict of tables.
 
     ``data`` / ``probe_data`` (the data sets), ``runs`` and ``per_run`` (:func:`run_conditions`),
-    ``summary``, ``baselines``, ``base_rate``, ``rank`` (:func:`same_class_by_rank`),
-    ``same_class``, ``consistency``, ``consistency_summary`` and ``verdicts``.
+    ``summary`` (with :func:`add_shares`' share of the gain over the random encoder),
+    ``baselines``, ``base_rate``, ``rank`` (:func:`same_class_by_rank`), ``same_class``,
+    ``consistency``, ``consistency_summary`` and ``verdicts``.
     """
     store = store or RunStore(P.results_dir)
     workers = execute(P, "difficulty", plan, store)
@@ -136,8 +146,9 @@ def run(P: Params, store: RunStore | None = None, *, progress: bool = True) -> d
         "runs": runs_,
         "per_run": per_run,
     }
-    T["summary"] = summarize_conditions(per_run)
     T["baselines"] = run_baselines(P, probe_data, store).set_index("baseline")
+    # with the share of the gain over the random encoder that each condition keeps
+    T["summary"] = add_shares(summarize_conditions(per_run), random_accuracy(T["baselines"]))
     T["base_rate"] = base_rate(data.train_labels)
     T["rank"] = same_class_by_rank(runs_, per_run, group="main", condition=REFERENCE)
     T["same_class"] = same_class_summary(T["rank"], T["base_rate"])

@@ -9,7 +9,8 @@ from typing import Any
 import pandas as pd
 
 from negatives import verdicts as vd
-from negatives.chapters.difficulty.design import ALL_MAIN, PAPER_MARGIN, Params
+from negatives.chapters.difficulty.claims import SOMETIMES_CLAIMS, at_least_one, format_share
+from negatives.chapters.difficulty.design import ALL_MAIN, MARGIN, Params
 from negatives.epochs import RANK_LOG_EVERY, RANK_LOG_QUERIES
 from negatives.filters import band_fraction_kept
 from negatives.hardness import FRACTIONS
@@ -27,6 +28,7 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
     T_LOW, T_HIGH = min(P.temperatures), max(P.temperatures)
     main = summary[summary["group"] == "main"].set_index(["condition", "temperature"])
     NOT_RUN = "not trained in this run"
+    NO_GAIN = "n/a (no gain over the random encoder)"
 
     def delta_text(condition, t):
         if (condition, t) not in main.index:
@@ -41,6 +43,15 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
         return vd.format_interval(
             r["diff_mean"], r["diff_test_low"], r["diff_test_high"], with_estimate=False
         )
+
+    def share_text(condition, t):
+        # the share of the gain over the random encoder kept, its interval over seeds mapped
+        if (condition, t) not in main.index or "share" not in main.columns:
+            return NOT_RUN
+        r = main.loc[(condition, t)]
+        if not r["gain"] > 0:  # the share of nothing
+            return NO_GAIN
+        return format_share(r["share"], r["share_low"], r["share_high"])
 
     n_train, n_test = data.train_images.shape[0], probe_data.test_images.shape[0]
     steps = P.epochs * (n_train // P.batch_size)
@@ -104,6 +115,11 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
         ):
             put(f"difficulty_{key}_{role}", delta_text(cond, t))
             put(f"difficulty_{key}_{role}_test", test_text(cond, t))
+            put(f"difficulty_{key}_{role}_share", share_text(cond, t))
+        put(
+            f"difficulty_gain_{role}",
+            float(main.loc[("all", t), "gain"]) if "gain" in main.columns else math.nan,
+        )
     put("difficulty_pixels", float(baselines["linear_accuracy"].iloc[0]))
     put("difficulty_random", float(baselines["linear_accuracy"].iloc[1]))
     all_high = float(main.loc[("all", T_HIGH), "mean"])
@@ -114,7 +130,7 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
     put("difficulty_max_half_width", float(widths.max()))
     test_widths = (main["diff_test_high"] - main["diff_test_low"]).drop(index="all", level=0) / 2
     put("difficulty_max_test_half_width", float(test_widths.max()))
-    put("difficulty_margin", PAPER_MARGIN)
+    put("difficulty_margin", MARGIN)
 
     # what the paper's design has that this run does not
     trained = {(c, t) for c, t, _ in P.main_conditions}
@@ -178,6 +194,17 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
 
     # verdicts
     out.update(vd.count_numbers("difficulty", verdict_table))
+    # a "sometimes" claim over its settings: it holds where at least one setting reproduces it
+    for name, key in zip(SOMETIMES_CLAIMS, ("detrimental",), strict=True):
+        rows = verdict_table[verdict_table["claim"] == name]
+        put(
+            f"difficulty_sometimes_{key}",
+            f"{at_least_one(verdict_table, name)} over the settings tested ("
+            + "; ".join(f"{r.setting}: {r.verdict}" for r in rows.itertuples())
+            + ")"
+            if len(rows)
+            else NOT_RUN,
+        )
     # what would decide each inconclusive claim: seeds at the same mean and spread over seeds
     run_minutes = float(unique["train_seconds"].mean()) / 60
     needs = []

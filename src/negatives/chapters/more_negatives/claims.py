@@ -140,10 +140,10 @@ def _population_verdicts(
     uni = both[both["prior"] == "uniform"]
     zipf = both[both["prior"] == "zipf"]
     grid = (
-        f"{len(uni)} optimisations: C = {sorted(int(c) for c in uni['C'].unique())}, K = "
-        f"{int(uni['K'].min())}..{int(uni['K'].max())}, "
-        f"{'/'.join(sorted(set(uni['constraint'])))}, s = "
-        f"{sorted(float(s) for s in uni['scale'].unique())}"
+        f"{len(uni)} optimisations: C = {vd.and_list(sorted(int(c) for c in uni['C'].unique()))}"
+        f", K = {int(uni['K'].min())}…{int(uni['K'].max())}, "
+        f"{' and '.join(sorted(set(uni['constraint'])))} constraint, s = "
+        f"{vd.and_list(sorted(float(s) for s in uni['scale'].unique()))}"
     )
 
     def exact(key: str, value: float, setting: str) -> dict[str, Any]:
@@ -159,7 +159,8 @@ def _population_verdicts(
         setting = "Zipf prior: every C, scale and constraint of the scans"
         if skew is not None and len(skew):
             rel += (skew["change (%)"] / 100).tolist()
-            setting += f", and the Zipf exponents {[float(a) for a in skew['Zipf exponent a']]}"
+            exponents = vd.and_list([float(a) for a in skew["Zipf exponent a"]])
+            setting += f", and the Zipf exponents {exponents}"
         rows.append(exact("zipf", 100 * float(max(rel)), setting))
     first, last = _ends(main[main["prior"] == "uniform"], "log10 CURL bound")
     growth = float(min((last - first).tolist()))

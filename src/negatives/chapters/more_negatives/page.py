@@ -86,6 +86,7 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
         "morenegatives_optim_seconds_total": float(both["seconds"].sum()),
         "morenegatives_optim_count": len(both),
         "morenegatives_restarts": int(P.restarts),
+        "morenegatives_restarts_text": vd.plural(int(P.restarts), "random point"),
         "morenegatives_curl_c": int(curl_c),
         "morenegatives_curl_log10_nocoll": float(g["log10 (1 - tau_K)"].iloc[-1]),
         "morenegatives_curl_log10_first": float(g["log10 CURL bound"].iloc[0]),
@@ -112,11 +113,13 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
         out[f"{name}_departures"] = (
             "; ".join(found) + "."
             if found
-            else f"none: no comparison moves by more than {margin:g} points with 95% confidence."
+            else f"none: no comparison moves by more than {margin:g} point{'' if margin == 1 else 's'} with 95% "
+            "confidence."
         )
         out[f"{name}_verdicts"] = "; ".join(
-            f"{METRICS[r.metric]}, {MODE_NAMES[r['mode']]}: {r.best_mean:+.1f} points "
-            f"[{r.best_low:+.1f}, {r.best_high:+.1f}], {r.verdict}"
+            f"{METRICS[r.metric]}, {MODE_NAMES[r['mode']]}: "
+            f"{vd.format_interval(r.best_mean, r.best_low, r.best_high, ' points', 1)}, "
+            f"{r.verdict}"
             for _, r in comp.iterrows()
         )
     out["more_negatives_verdicts"] = vd.records(T["verdicts"])  # for the summary on the first page

@@ -20,6 +20,7 @@ that K changes and the optimiser's steps do not.
 
 :func:`run` trains (or reuses) every run, probes it, and builds the tables: accuracy and the
 paired difference to all negatives with both intervals (:func:`summarize`), the share of the
+gain over a random encoder that each treatment keeps (:func:`add_shares`), the share of the
 softmax's negative weight that falls on same-class negatives (logged in training,
 :func:`negatives.filters.same_class_weight`), the verdicts (:func:`claims`) and the synthesis
 of the whole book's verdicts (:func:`synthesis`).
@@ -33,11 +34,19 @@ This module re-exports their public names.
 
 from __future__ import annotations
 
-from negatives.chapters.treatments.analysis import collisions, mechanism, run, run_bench, summarize
+from negatives.chapters.treatments.analysis import (
+    collisions,
+    mechanism,
+    random_baselines,
+    run,
+    run_bench,
+    summarize,
+)
 from negatives.chapters.treatments.claims import (
     CHUANG,
     DELTA,
     ROBINSON,
+    add_shares,
     book_verdicts,
     claims,
     paper_claims,
@@ -80,6 +89,7 @@ __all__ = [
     "REFERENCE",
     "ROBINSON",
     "Treatment",
+    "add_shares",
     "bench_label",
     "book_verdicts",
     "claims",
@@ -91,6 +101,7 @@ __all__ = [
     "parse_treatment",
     "plan",
     "quote",
+    "random_baselines",
     "run",
     "run_bench",
     "shared_runs",

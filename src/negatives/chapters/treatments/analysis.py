@@ -13,7 +13,7 @@ import pandas as pd
 
 from negatives import probes
 from negatives.bounds import collision_probability
-from negatives.chapters.treatments.claims import book_verdicts, claims, synthesis
+from negatives.chapters.treatments.claims import add_shares, book_verdicts, claims, synthesis
 from negatives.chapters.treatments.design import (
     CHAPTER,
     DATA_KINDS,
@@ -76,8 +76,8 @@ def summarize(per_run: pd.DataFrame, metric: str = "linear_accuracy") -> pd.Data
     """Per ``(bench, treatment)``: ``metric`` against ``"all"`` on the same bench, paired by
     seed (:func:`negatives.experiment.paired`: the mean and interval over seeds, ``diff_*`` over
     seeds, ``diff_test_low/high`` over the test images, the binomial standard error ``se``),
-    and the seed means of ``negatives_used``, ``same_class_kept`` and ``same_class_weight`` (as
-    fractions)."""
+    and the seed means of ``negatives_used``, ``same_class_kept``, ``same_class_weight`` and
+    ``own_key_share`` (as fractions)."""
     rows = []
     for (bench, name), g in per_run.groupby(["bench", "treatment"], sort=False):
         ref = per_run[(per_run["bench"] == bench) & (per_run["treatment"] == REFERENCE)]
@@ -87,10 +87,40 @@ def summarize(per_run: pd.DataFrame, metric: str = "linear_accuracy") -> pd.Data
              "method": first["method"], "kind": first["kind"], "K": int(first["K"]),
              "num_classes": int(first["num_classes"]), "treatment": name,
              **paired(g, ref, metric),
-             **{c: float(g[c].mean()) for c in
-                ("negatives_used", "same_class_kept", "same_class_weight")}}
+             **{c: float(g[c].mean()) if c in g else math.nan for c in
+                ("negatives_used", "same_class_kept", "same_class_weight", "own_key_share")}}
         )  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def random_baselines(
+    P: Params, data: dict[str, Dataset], probe_data: dict[str, Dataset], store: RunStore
+) -> dict[str, float]:
+    """Per bench (its label, as :func:`run_bench` writes it): the linear probe (%) of a
+    randomly initialised (seed 0) encoder of the bench's architecture on its probe data, what
+    the gain of self-supervision is measured from. Computed once in ``store`` under the key of
+    :func:`negatives.probes.baselines`' random encoder (which also probes raw pixels, and so
+    takes images only: the latent benches' MLP is probed here directly)."""
+    out: dict[str, float] = {}
+    for bench in P.benches:
+        kind = bench[1]
+        if kind not in probe_data:
+            continue
+        c = P.base_config(bench)
+        found = store.cached(
+            "baseline-random-encoder",
+            probes.random_encoder_baseline,
+            data=probe_data[kind],
+            arch=c.arch,
+            width=c.width,
+            proj_hidden=c.proj_hidden,
+            proj_dim=c.proj_dim,
+            grid=c.feature_grid,
+            seed=0,
+            version=probes.PROBE_VERSION,
+        )
+        out[bench_label(bench, _data_name(data[kind]))] = float(found["linear_accuracy"])
+    return out
 
 
 def collisions(P: Params) -> pd.DataFrame:
@@ -110,8 +140,10 @@ def collisions(P: Params) -> pd.DataFrame:
 def run(P: Params, store: RunStore | None = None, *, root: str | Path = ".") -> dict[str, Any]:
     """Every computation of the chapter, in the notebook's order, as a dict of tables:
     ``per_run`` (:func:`run_bench`), ``baselines`` (raw pixels and a random encoder of the first
-    image bench, or None), ``summary``, ``collisions``, ``verdicts``, ``synthesis`` and
-    ``book_verdicts`` (read from the executed chapters under ``root``)."""
+    image bench, or None), ``random`` (:func:`random_baselines`), ``summary`` (with
+    :func:`add_shares`' share of the gain over the random encoder), ``collisions``,
+    ``verdicts``, ``synthesis`` and ``book_verdicts`` (read from the executed chapters under
+    ``root``)."""
     store = store or RunStore(P.results_dir)
     workers = execute(P, CHAPTER, plan, store)
     kinds = {kind for _, kind, _ in P.benches}
@@ -130,7 +162,8 @@ def run(P: Params, store: RunStore | None = None, *, root: str | Path = ".") -> 
         probes.baselines(P.base_config(image[0]), probe_data["image"], store) if image else None
     )
     T: dict[str, Any] = {"data": data, "runs": runs_, "per_run": per_run, "baselines": baselines}
-    T["summary"] = summarize(per_run)
+    T["random"] = random_baselines(P, data, probe_data, store)
+    T["summary"] = add_shares(summarize(per_run), T["random"])
     T["collisions"] = collisions(P)
     T["verdicts"] = claims(T, P.margin)
     T["synthesis"] = synthesis(T["summary"])

@@ -4,6 +4,7 @@ chapter's verdicts.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pandas as pd
 from negatives import verdicts as vd
 from negatives.chapters import difficulty
 from negatives.chapters.treatments.design import CHAPTER, REFERENCE, parse_treatment
+from negatives.stats import share_of_gain
 
 DELTA = "Δ linear-probe accuracy vs all negatives, paired by seed"
 
@@ -23,7 +25,9 @@ ROBINSON = "Robinson et al. (2021)"
 
 
 def paper_claims(margin: float) -> dict[str, vd.Claim]:
-    """The claims this chapter tests, by treatment family (statements in our words)."""
+    """The claims this chapter tests, by treatment family (statements in our words; the bands'
+    are chapter 2's, in the wording of Cai & Frankle's latest version: :func:`negatives.
+    chapters.difficulty.paper_claims`)."""
     return {
         "debiased": vd.Claim(
             "debiasing helps",
@@ -51,22 +55,9 @@ def paper_claims(margin: float) -> dict[str, vd.Claim]:
             vd.above(0.0),
             " pts",
         ),
-        "hardest": vd.Claim(
-            "hardest 5% are sufficient",
-            difficulty.PAPER,
-            f"training on the hardest 5% alone comes within {margin:g} points of all negatives",
-            DELTA,
-            vd.above(-margin),
-            " pts",
-        ),
-        "all but": vd.Claim(
-            "hardest 0.1% are unnecessary",
-            difficulty.PAPER,
-            "removing the hardest 0.1% does not hurt",
-            DELTA,
-            vd.above(-margin),
-            " pts",
-        ),
+        # chapter 2's claims about the same bands, as chapter 2 words and decides them
+        "hardest": difficulty.paper_claims(margin)["hardest 5% are sufficient"],
+        "all but": difficulty.paper_claims(margin)["hardest 0.1% are unnecessary"],
     }
 
 
@@ -79,12 +70,18 @@ def _family(name: str) -> str | None:
     return {"oracle": "oracle", "debiased": "debiased", "hard": "hard"}.get(t.kind)
 
 
-def claims(T: dict[str, Any], margin: float = difficulty.PAPER_MARGIN) -> pd.DataFrame:
+def claims(T: dict[str, Any], margin: float = difficulty.MARGIN) -> pd.DataFrame:
     """One verdict row per (bench, treatment) that a paper makes a claim about (:func:`paper_
-    claims`; other bands are shown, not judged), decided by the book's one rule."""
+    claims`; other bands are shown, not judged), decided by the book's one rule.
+
+    Where ``T["summary"]`` has :func:`add_shares`' ``gain``, each row also gets the share of
+    the gain over a random encoder that the treatment keeps (:func:`negatives.chapters.
+    difficulty.share_columns`: ``gain, share, share_low, share_high, share_ours,
+    share_both``, the intervals Δ's mapped with G held at its mean)."""
     C = paper_claims(margin)
+    summary = T["summary"]
     rows = []
-    for r in T["summary"].itertuples():
+    for r in summary.itertuples():
         family = _family(r.treatment)
         if family is None:
             continue
@@ -97,8 +94,35 @@ def claims(T: dict[str, Any], margin: float = difficulty.PAPER_MARGIN) -> pd.Dat
             seeds=int(r.n),
             test_set=(float(r.diff_test_low), float(r.diff_test_high)),
         )
-        rows.append({**row, "bench": r.bench, "treatment": r.treatment})
+        gain = float(r.gain) if "gain" in summary.columns else math.nan
+        share = difficulty.share_columns(
+            r.diff_mean, (r.diff_low, r.diff_high), (row["low"], row["high"]), gain
+        )
+        rows.append({**row, "bench": r.bench, "treatment": r.treatment, **share})
     return vd.verdict_table(rows)
+
+
+def add_shares(summary: pd.DataFrame, random: dict[str, float]) -> pd.DataFrame:
+    """``summary`` (:func:`summarize`) with the share of the gain over a random encoder that
+    each treatment keeps: ``gain`` = G, the bench's mean linear-probe accuracy with all
+    negatives − ``random[bench]`` (its random encoder's probe, points; NaN for a bench not in
+    ``random``); ``share``, ``share_low``, ``share_high``, ``share_test_low``,
+    ``share_test_high`` = 1 + Δ / G of ``diff_mean`` and of the ends of the intervals over
+    seeds and over the test images (:func:`negatives.stats.share_of_gain`: G held at its mean,
+    NaN where G is not positive)."""
+    out = summary.copy()
+    top = summary[summary["treatment"] == REFERENCE].groupby("bench")["mean"].mean()
+    base = pd.Series(random, dtype=float)
+    out["gain"] = out["bench"].map(top).astype(float) - out["bench"].map(base).astype(float)
+    for name, column in (
+        ("share", "diff_mean"),
+        ("share_low", "diff_low"),
+        ("share_high", "diff_high"),
+        ("share_test_low", "diff_test_low"),
+        ("share_test_high", "diff_test_high"),
+    ):
+        out[name] = share_of_gain(out[column].to_numpy(dtype=float), out["gain"].to_numpy())
+    return out
 
 
 def book_verdicts(root: str | Path = ".", own: pd.DataFrame | None = None) -> pd.DataFrame:

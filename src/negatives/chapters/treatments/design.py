@@ -295,7 +295,7 @@ BOOK = Params(
     latent_seeds=9,
     moco_temperature=0.2,  # chapter 2's MoCo v2 temperature
     simclr_temperature=0.5,  # chapter 3's (Nozawa & Sato's)
-    margin=difficulty.PAPER_MARGIN,
+    margin=difficulty.MARGIN,
 )
 
 

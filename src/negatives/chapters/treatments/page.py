@@ -21,7 +21,20 @@ from negatives.chapters.treatments.design import (
 
 
 def _list(items: list[str], empty: str = "none") -> str:
-    return ", ".join(items) if items else empty
+    """Items as a sentence lists them: "a, b and c"; items that hold commas themselves are
+    separated by semicolons ("a, x; b, y and c, z")."""
+    if not items:
+        return empty
+    if len(items) > 1 and any(", " in item for item in items):
+        return f"{'; '.join(items[:-1])} and {items[-1]}"
+    return vd.and_list(items)
+
+
+def _kept(share: str) -> str:
+    """A verdict's share of the gain over a random encoder, as a sentence part."""
+    if share in ("", "n/a"):
+        return "no share (no gain over a random encoder)"
+    return f"keeping {share} of the gain over a random encoder"
 
 
 def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
@@ -102,6 +115,15 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
                f"{100 * r.same_class_kept:.1f}%, 1/C = {100 / r.num_classes:.1f}%)"
                for r in ref.itertuples()]),
     )  # fmt: skip
+    # MoCo's queue and the query's own image (He, facebookresearch/moco#24): the share of
+    # queries that find an older key of their own, which the trainer does not count as negative
+    moco = ref[ref["method"] == "moco"]
+    put(
+        "treatments_own_key",
+        _list([f"{100 * r.own_key_share:.2f}% of the queries on {r.bench} (a queue of "
+               f"{r.K:,} keys, {100 * r.K / len(T['data'][r.kind].train_labels):.1f}% of the "
+               "training images)" for r in moco.itertuples()], "no MoCo bench in this run"),
+    )  # fmt: skip
     hard5 = summary[summary["treatment"] == "hardest 5%"]
     put(
         "treatments_hardest_weight",
@@ -121,13 +143,21 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
     )
     # the verdicts and the synthesis
     out.update(vd.count_numbers("treatments", verdicts))
+    # each verdict with the share of the gain over a random encoder that the treatment keeps
+    # (its interval over seeds mapped from Δ's, G held at its mean)
     for family, claim in paper_claims(P.margin).items():
         rows = verdicts[verdicts["claim"] == claim.name]
         put(
             f"treatments_verdicts_{family.replace(' ', '_')}",
-            _list([f"{r.setting}: {r.ours} ({r.verdict})" for r in rows.itertuples()],
-                  "not tested in this run"),
+            _list([f"{r.setting}: {r.ours}, {_kept(r.share_ours)} ({r.verdict})"
+                   for r in rows.itertuples()], "not tested in this run"),
         )  # fmt: skip
+    put(
+        "treatments_gains",  # "; ": a bench's label has commas
+        "; ".join(f"{vd.format_number(r.gain, '+.1f').replace('-', '−')} points on {r.bench}"
+                  if math.isfinite(r.gain) else f"none measured on {r.bench}"
+                  for r in summary[summary["treatment"] == REFERENCE].itertuples()),
+    )  # fmt: skip
     put(
         "treatments_practice",
         " ".join(
@@ -156,9 +186,11 @@ def numbers(P: Params, T: dict[str, Any]) -> dict[str, Any]:
 QUOTED: dict[str, tuple[str, str]] = {
     "hard5": ("hardest 5% are sufficient", "chapter 2"),
     "no01": ("hardest 0.1% are unnecessary", "chapter 2"),
-    "helps01": ("removing the hardest 0.1% helps", "chapter 2"),
+    "helps01": ("hardest 0.1% are sometimes detrimental", "chapter 2"),
     "sameclass": ("hard negatives are more often same-class", "chapter 2"),
     "curl": ("the CURL bound explodes", "chapter 3"),
+    "every": ("the bound for every K is the tightest", "chapter 3"),
+    "eqco": ("with EqCo's rescaling K stops mattering", "chapter 3"),
     "morek": ("more negatives improve accuracy", "chapter 3"),
     "optimum": ("the optimum does not degrade with K (uniform classes)", "chapter 4"),
     "trained": ("accuracy does not degrade with K", "chapter 4"),
@@ -173,11 +205,7 @@ def quote(book: pd.DataFrame, claim: str, where: str) -> str:
     if not len(rows):
         return f"not available ({where} was not executed in this build)"
     if len(rows) > 2:  # a scan's many settings: their verdicts counted
-        n = vd.counts(rows)
-        return (
-            f"over {len(rows)} settings, {n[vd.REPRODUCED]} reproduced, {n[vd.NOT_REPRODUCED]} "
-            f"not reproduced and {n[vd.INCONCLUSIVE]} inconclusive"
-        )
+        return f"over {len(rows)} settings, {vd.verdict_counts(vd.counts(rows))}"
     return "; ".join(f"{r.ours} at {r.setting}: {r.verdict}" for r in rows.itertuples())
 
 
