@@ -167,12 +167,17 @@ def test_smoke_book_quotes_what_the_run_cache_holds(smoke_book: Path) -> None:
             assert glued.get(key) == repr(value), f"{name}: {key}"
         if module is difficulty:  # every claim of the paper has its rows
             assert set(T["verdicts"]["key"]) == set(difficulty.paper_claims()), name
-        if module is bounds:  # per data set and mode: 2 accuracy trends, CURL, proposed, 2 lower
+        if module is bounds:  # per data set and mode: 2 accuracy trends, CURL, proposed, 2 lower,
+            # Bao et al.'s two; per EqCo arm ("eqco-<mode>"): its verdict
             per = T["verdicts"].groupby(["data", "mode"])["key"].apply(sorted)
-            assert len(per) == len(P.scan.modes) + len(P.scan.latent_modes) and all(
-                k == ["accuracy", "accuracy", "curl", "lower bound", "lower bound", "proposed"]
-                for k in per
-            ), per
+            scans = per[~per.index.get_level_values("mode").str.startswith("eqco-")]
+            arms = per[per.index.get_level_values("mode").str.startswith("eqco-")]
+            assert len(scans) == len(P.scan.modes) + len(P.scan.latent_modes) and all(
+                k == ["accuracy", "accuracy", "curl", "every K", "lower bound", "lower bound",
+                      "proposed", "surrogate gap"]
+                for k in scans
+            ), per  # fmt: skip
+            assert len(arms) == 2 and all(k == ["eqco"] for k in arms), per  # images and latent
 
 
 @pytest.mark.slow

@@ -385,7 +385,7 @@ def _eqco_rows(slope: float, seeds: int = 3) -> pd.DataFrame:
     rng = np.random.default_rng(1)
     return pd.DataFrame(
         [
-            {"data": "image", "dataset": "toy", "num_classes": 10, "mode": "eqco", "K": k,
+            {"data": "image", "dataset": "toy", "num_classes": 10, "mode": "eqco-mask", "K": k,
              "seed": s, "linear_accuracy": 70 + slope * math.log2(k + 1)
              + 0.05 * rng.standard_normal()}
             for s in range(seeds)
@@ -404,12 +404,14 @@ def test_eqco_verdict_asks_for_a_flat_slope(slope: float, expected: str) -> None
 def test_eqco_slopes_pair_the_arms_by_seed() -> None:
     mask = synthetic_rows(acc_slope=1.0, noise=0.0).assign(mode="mask")
     arm = _eqco_rows(0.25)
-    table = chapter.eqco_slopes(mask, arm).set_index("arm")
-    assert table.loc["mask", "mean"] == pytest.approx(1.0)
-    assert table.loc["eqco", "mean"] == pytest.approx(0.25, abs=0.05)
-    diff = table.loc["mask − eqco"]
-    assert diff["mean"] == pytest.approx(1.0 - table.loc["eqco", "mean"])
+    table = chapter.eqco_slopes(mask, arm).set_index(["mode", "arm"])
+    assert table.loc[("mask", "without"), "mean"] == pytest.approx(1.0)
+    assert table.loc[("mask", "with"), "mean"] == pytest.approx(0.25, abs=0.05)
+    diff = table.loc[("mask", "difference")]
+    assert diff["mean"] == pytest.approx(1.0 - table.loc[("mask", "with"), "mean"])
     assert diff["seeds"] == 3 and diff["low"] < diff["mean"] < diff["high"]
+    # an arm whose mode the scan lacks is not compared
+    assert chapter.eqco_slopes(mask.assign(mode="batch"), arm).empty
 
 
 def test_the_eqco_reading_says_when_k_had_no_effect_to_remove() -> None:
@@ -422,7 +424,26 @@ def test_the_eqco_reading_says_when_k_had_no_effect_to_remove() -> None:
     T = {"rows": rows, "eqco_slopes": chapter.eqco_slopes(rows, arm), "labels": {"image": "toy"}}
     text = eqco_reading(T)
     assert "no effect there for the rescaling to remove" in text
-    assert "9 more image runs" in text and "about 4 minutes" in text  # 3 seeds x 3 K < max
+    # the batch mode moves with K and has no arm: the page names the parameter and its cost
+    assert "eqco_modes" in text and "9 more runs" in text and "about 4 minutes" in text
     rising = pd.concat([flat.assign(linear_accuracy=batch.linear_accuracy), batch])
-    T["eqco_slopes"] = chapter.eqco_slopes(rising, arm)
-    assert "not shown to be flat" in eqco_reading({**T, "rows": rising})
+    T = {**T, "rows": rising, "eqco_slopes": chapter.eqco_slopes(rising, arm)}
+    assert "not shown to be flat" in eqco_reading(T)
+
+
+def test_eqco_modes_are_checked_against_the_scan() -> None:
+    P = chapter.Params.profiles["smoke"]
+    assert P.replace(eqco_modes=[]).eqco_modes == ()
+    without = [c for c, _ in chapter.plan(P.replace(eqco_modes=()))]
+    every = [c for c, _ in chapter.plan(P)]
+    assert _n_eqco(P) > 0 and without == every[: len(every) - _n_eqco(P)]
+    with pytest.raises(ValueError, match="eqco_modes=\\['mask', 'mask'\\] names a mode twice"):
+        P.replace(eqco_modes=["mask", "mask"])
+    with pytest.raises(ValueError, match="'batch' is not a way this scan varies K"):
+        P.replace(scan=P.scan.replace(modes=("mask",)), eqco_modes=["batch"])
+    with pytest.raises(ValueError, match="eqco_modes"):
+        P.replace(eqco_modes="mask")
+
+
+def _n_eqco(P) -> int:
+    return len(P.scan.eqco_configs(P.eqco_modes)) + len(P.scan.latent_eqco_configs(P.eqco_modes))

@@ -88,7 +88,8 @@ STYLES: dict[str, Style] = {
     # how K is varied (chapters 3 and 4)
     "batch": Style(PALETTE[0], "o", "-"),
     "mask": Style(PALETTE[1], "s", "--"),
-    "eqco": Style(PALETTE[3], "D", "-."),
+    "eqco-mask": Style(PALETTE[3], "D", "-."),
+    "eqco-batch": Style(PALETTE[5], "v", ":"),
     # class priors (chapters 1 and 4)
     "uniform": Style(PALETTE[0], "o", "-"),
     "zipf": Style(PALETTE[1], "s", "--"),

@@ -43,10 +43,11 @@ MODE_NAMES: dict[str, str] = {
     "batch": "K+1 = batch size (as the paper)",
     "mask": "fixed batch with a random K-subset",
 }
-# The EqCo arm (chapter 3): the ``mask`` mode's runs with the loss held at the scale of the
-# fixed batch's negatives, alpha = max(K) (:attr:`negatives.TrainConfig.eqco_alpha`).
-EQCO_MODE = "eqco"
-MODE_NAMES[EQCO_MODE] = "fixed batch with a random K-subset, EqCo's α/K"
+# The EqCo arms (chapter 3): a mode's runs with the loss held at the scale of max(K) negatives
+# (:attr:`negatives.TrainConfig.eqco_alpha`), named by the prefix and the mode they rescale.
+EQCO_PREFIX = "eqco-"
+MODE_NAMES[EQCO_PREFIX + "mask"] = "fixed batch with a random K-subset, EqCo's α/K"
+MODE_NAMES[EQCO_PREFIX + "batch"] = "K+1 = batch size, EqCo's α/K"
 # How the learning rate follows the batch size B: Nozawa & Sato (authors' code) use LARC SGD with
 # lr = base * B / 256, the linear scaling rule; "sqrt" (base * sqrt(B / 256)) is the rule usually
 # argued for Adam; "none" keeps lr = base at every B.
@@ -84,16 +85,22 @@ def _scan(
 
 
 def _eqco_scan(
-    base: TrainConfig, ks: tuple[int, ...], seeds: int, lr_at: Callable[[int], float]
+    base: TrainConfig,
+    ks: tuple[int, ...],
+    modes: tuple[str, ...],
+    seeds: int,
+    lr_at: Callable[[int], float],
 ) -> list[tuple[str, TrainConfig]]:
-    """The ``mask`` scan with EqCo's rescaling at alpha = max(K): each K's negatives are summed
-    at the weight of max(K) of them. At K = max(K) the shift is log 1 = 0: that run is the
-    other modes' (no ``eqco_alpha``), shared through the cache."""
+    """Each of ``modes``' scans with EqCo's rescaling at alpha = max(K): each K's negatives
+    are summed at the weight of max(K) of them, rows named ``"eqco-<mode>"``. At K = max(K)
+    the shift is log 1 = 0: that run is the mode's own (no ``eqco_alpha``), shared through the
+    cache."""
     alpha = max(ks)
     out = []
-    for _, c in _scan(base, ks, ("mask",), seeds, lr_at):
-        eqco = c if c.negatives_per_query == alpha else c.replace(eqco_alpha=alpha)
-        out.append((EQCO_MODE, eqco))
+    for mode in modes:
+        for _, c in _scan(base, ks, (mode,), seeds, lr_at):
+            eqco = c if c.negatives_per_query == alpha else c.replace(eqco_alpha=alpha)
+            out.append((EQCO_PREFIX + mode, eqco))
     return out
 
 
@@ -191,14 +198,18 @@ class Params(ChapterParams, ImageData, Execution):
         """``(mode, config)`` of the image scan."""
         return _scan(self.base_config(), self.num_negatives, self.modes, self.seeds, self.lr_at)
 
-    def eqco_configs(self) -> list[tuple[str, TrainConfig]]:
-        """``("eqco", config)`` of the image scan's EqCo arm (:func:`_eqco_scan`)."""
-        return _eqco_scan(self.base_config(), self.num_negatives, self.seeds, self.lr_at)
+    def eqco_configs(self, modes: tuple[str, ...]) -> list[tuple[str, TrainConfig]]:
+        """``("eqco-<mode>", config)`` of the image scan's EqCo arms (:func:`_eqco_scan`), for
+        the ``modes`` the image scan has."""
+        own = tuple(m for m in modes if m in self.modes)
+        return _eqco_scan(self.base_config(), self.num_negatives, own, self.seeds, self.lr_at)
 
-    def latent_eqco_configs(self) -> list[tuple[str, TrainConfig]]:
-        """``("eqco", config)`` of the latent-class scan's EqCo arm."""
+    def latent_eqco_configs(self, modes: tuple[str, ...]) -> list[tuple[str, TrainConfig]]:
+        """``("eqco-<mode>", config)`` of the latent-class scan's EqCo arms, for the ``modes``
+        the latent scan has (``latent_modes``)."""
+        own = tuple(m for m in modes if m in self.latent_modes)
         base = self.latent_base_config()
-        return _eqco_scan(base, self.latent_num_negatives, self.seeds, self.lr_at)
+        return _eqco_scan(base, self.latent_num_negatives, own, self.seeds, self.lr_at)
 
     def latent_base_config(self) -> TrainConfig:
         """The recipe on the latent-class vectors: an MLP, positives from the class."""

@@ -134,55 +134,56 @@ def scan_eqco(
     *,
     store: RunStore | None = None,
     workers: Workers | None = None,
-) -> pd.DataFrame:
-    """Train (or reuse) the EqCo arm of ``kind`` (:meth:`kscan.Params.eqco_configs`) and probe
-    it as the scan's runs are probed; rows as :func:`scan_bounds`'s without the bound terms
-    (``mode`` is ``"eqco"``)."""
+) -> pd.DataFrame | None:
+    """Train (or reuse) the EqCo arms of ``kind`` (:meth:`kscan.Params.eqco_configs` for
+    ``eqco_modes``) and probe them as the scan's runs are probed; rows as :func:`scan_bounds`'s
+    without the bound terms, ``mode`` ``"eqco-<mode>"`` (None where ``kind`` has no arm)."""
     cfg.check_choice("kind", kind, DATA_KINDS)
     store = store or params.store()
     if kind == "image":
-        data, probe_data = params.scan.load_data(), params.scan.load_probe_data()
-        scan = params.scan.eqco_configs()
+        scan = params.scan.eqco_configs(params.eqco_modes)
+        data = params.scan.load_data()
+        probe_data = params.scan.load_probe_data() if scan else data
     else:
+        scan = params.scan.latent_eqco_configs(params.eqco_modes)
         data = probe_data = params.scan.load_latent_data()
-        scan = params.scan.latent_eqco_configs()
+    if not scan:
+        return None
     return kscan.scan_rows(
         kind, scan, data, store, desc=f"EqCo arm ({kind})", probe_data=probe_data, workers=workers
     )
 
 
+EQCO_SLOPE_COLUMNS = ("data", "mode", "arm", "mean", "low", "high", "seeds", "test_low",
+                      "test_high")  # fmt: skip
+
+
 def eqco_slopes(rows: pd.DataFrame, eqco: pd.DataFrame) -> pd.DataFrame:
     """The linear probe's slope per doubling of K+1 with and without EqCo's rescaling, per data
-    set: the ``mask`` mode's runs (fixed batch, random K-subset) against the EqCo arm's (the
-    same, rescaled), each the mean of per-seed fits with its 95% interval over seeds and the
-    test set's (:func:`negatives.stats.trend_test_interval`), and their difference paired by
-    seed (mask − EqCo: the part of K's effect that the rescaling removes)."""
+    set and way of varying K (``mode``): the mode's runs (``arm`` ``"without"``) against its
+    EqCo arm's (``"with"``), each the mean of per-seed fits with its 95% interval over seeds and
+    the test set's (:func:`negatives.stats.trend_test_interval`), and their difference paired by
+    seed (``"difference"``, without − with: the part of K's effect the rescaling removes)."""
     out = []
     metric = "linear_accuracy"
     for kind in [k for k in DATA_KINDS if k in set(eqco["data"])]:
-        mask = rows[(rows["data"] == kind) & (rows["mode"] == "mask")]
-        arm = eqco[eqco["data"] == kind]
-        if not len(mask):
-            continue
-        slopes = {}
-        for name, g in (("mask", mask), ("eqco", arm)):
-            slopes[name] = stats.seed_slopes(g, metric)
-            mean, low, high, n = stats.trend(g, metric)
-            test = stats.trend_test_interval(g, metric)
-            out.append(
-                {"data": kind, "arm": name, "mean": mean, "low": low, "high": high, "seeds": n,
-                 "test_low": test[0] if test else math.nan,
-                 "test_high": test[1] if test else math.nan}
-            )  # fmt: skip
-        both = slopes["mask"].index.intersection(slopes["eqco"].index)
-        diff = (slopes["mask"][both] - slopes["eqco"][both]).tolist()
-        mean, low, high = stats.mean_interval(diff)
-        out.append(
-            {"data": kind, "arm": "mask − eqco", "mean": mean, "low": low, "high": high,
-             "seeds": len(diff), "test_low": math.nan, "test_high": math.nan}
-        )  # fmt: skip
-    columns = ["data", "arm", "mean", "low", "high", "seeds", "test_low", "test_high"]
-    return pd.DataFrame(out, columns=columns)
+        arms = eqco[eqco["data"] == kind]
+        for arm_mode in dict.fromkeys(arms["mode"]):
+            mode = arm_mode.removeprefix(kscan.EQCO_PREFIX)
+            base = rows[(rows["data"] == kind) & (rows["mode"] == mode)]
+            if not len(base):
+                continue
+            slopes = {}
+            for name, g in (("without", base), ("with", arms[arms["mode"] == arm_mode])):
+                slopes[name] = stats.seed_slopes(g, metric)
+                mean, low, high, n = stats.trend(g, metric)
+                test = stats.trend_test_interval(g, metric) or (math.nan, math.nan)
+                out.append((kind, mode, name, mean, low, high, n, *test))
+            both = slopes["without"].index.intersection(slopes["with"].index)
+            diff = (slopes["without"][both] - slopes["with"][both]).tolist()
+            out.append((kind, mode, "difference", *stats.mean_interval(diff), len(diff),
+                        math.nan, math.nan))  # fmt: skip
+    return pd.DataFrame(out, columns=list(EQCO_SLOPE_COLUMNS))
 
 
 def paper_comparison(rows: pd.DataFrame) -> pd.DataFrame:
@@ -253,7 +254,7 @@ def _ratio_or_nan(num: float, den: float) -> float:
 
 def run(P: Params, store: RunStore | None = None) -> dict[str, Any]:
     """Every table of the chapter: the per-run ``rows`` of both scans, their ``summary`` over
-    seeds, the ``upsilon`` and paper ``comparison`` tables, the EqCo arm's rows (``eqco``)
+    seeds, the ``upsilon`` and paper ``comparison`` tables, the EqCo arms' rows (``eqco``)
     and slopes (``eqco_slopes``), and the ``verdicts``."""
     store = store or P.store()
     workers = execute(P, "bounds", plan, store)
@@ -262,16 +263,12 @@ def run(P: Params, store: RunStore | None = None) -> dict[str, Any]:
         ignore_index=True,
     )
     kinds = [k for k in DATA_KINDS if k in set(rows["data"])]
-    eqco = (
-        pd.concat(
-            [scan_eqco(P, kind, store=store, workers=workers) for kind in DATA_KINDS],
-            ignore_index=True,
-        )
-        if P.eqco
-        else rows.iloc[:0]
-    )
+    arms = [scan_eqco(P, kind, store=store, workers=workers) for kind in DATA_KINDS]
+    arms = [a for a in arms if a is not None]
+    eqco = pd.concat(arms, ignore_index=True) if arms else rows.iloc[:0]
     T = {
         "eqco": eqco,
+        "eqco_modes": P.eqco_modes,
         "eqco_slopes": eqco_slopes(rows, eqco),
         "rows": rows,
         "summary": stats.summarize_over_seeds(rows, TERMS),

@@ -74,6 +74,17 @@ TERMS = (
 )
 
 
+def check_modes(name: str, value: Any) -> tuple[str, ...]:
+    """A list of the K-scan's modes, each once; empty allowed (no EqCo arm)."""
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ValueError(f"{name}={value!r} must be a list of {list(kscan.MODES)} (or [])")
+    for mode in value:
+        cfg.check_choice(name, mode, kscan.MODES)
+    if len(set(value)) != len(value):
+        raise ValueError(f"{name}={list(value)} names a mode twice")
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class Params(ChapterParams):
     """Chapter 3 parameters: the K-scan's (``scan``, flat in the notebook) and the evaluation's.
@@ -87,9 +98,9 @@ class Params(ChapterParams):
     * ``eval_seed``: seed of the evaluation's augmentations, positives and batches.
     * ``mean_train_size``: training images (stratified) whose augmented features make the mean
       classifier μ_c (None: all); 1,000 per class estimate a class mean well.
-    * ``eqco``: also train the EqCo arm on both data sets (:meth:`kscan.Params.eqco_configs`:
-      the fixed batch's random K-subset with the loss rescaled to max(K) negatives), to ask
-      whether K's effect survives the rescaling.
+    * ``eqco_modes``: the ways of varying K that also get an EqCo arm on each data set that
+      varies K so (:meth:`kscan.Params.eqco_configs`: the same runs with the loss rescaled to
+      max(K) negatives), to ask whether K's effect survives the rescaling; empty: none.
     """
 
     profile: str
@@ -98,7 +109,7 @@ class Params(ChapterParams):
     num_augmentations: int
     eval_seed: int
     mean_train_size: int | None
-    eqco: bool
+    eqco_modes: tuple[str, ...]
 
     def __post_init__(self) -> None:
         cfg.check_profile(self.profile)
@@ -106,8 +117,15 @@ class Params(ChapterParams):
         cfg.check_int("num_augmentations", self.num_augmentations, 1, bounds.MAX_AUGMENTATIONS)
         cfg.check_int("eval_seed", self.eval_seed, 0)
         check_optional_int("mean_train_size", self.mean_train_size)
-        if not isinstance(self.eqco, bool):
-            raise ValueError(f"eqco={self.eqco!r} must be True or False (train the EqCo arm)")
+        self.set("eqco_modes", check_modes("eqco_modes", self.eqco_modes))
+        scanned = set(self.scan.modes) | set(self.scan.latent_modes)
+        for mode in self.eqco_modes:
+            if mode not in scanned:
+                raise ValueError(
+                    f"eqco_modes={list(self.eqco_modes)}: {mode!r} is not a way this scan varies "
+                    f"K (modes={list(self.scan.modes)}, latent_modes="
+                    f"{list(self.scan.latent_modes)}); an EqCo arm is compared with its mode's runs"
+                )
         # A batch of K+1 test samples must fit in the test set (bound_terms needs K+1 <= N).
         for name, ks, n in (
             ("latent_num_negatives", self.scan.latent_num_negatives, self.scan.latent_test_size),
@@ -155,7 +173,7 @@ BOOK = Params(
     num_augmentations=4,
     eval_seed=0,
     mean_train_size=10000,
-    eqco=True,
+    eqco_modes=("mask",),  # the batch mode's arm: 8 more image runs, about 10 minutes here
 )
 
 
@@ -179,12 +197,12 @@ Params.profiles = {
 
 def plan(P: Params) -> list[tuple[TrainConfig, Dataset]]:
     """Every training run of the chapter with its data: the K-scan's (:func:`kscan.plan`) and,
-    with ``eqco``, its EqCo arm on both data sets."""
+    its EqCo arms (``eqco_modes``) on both data sets."""
     planned = kscan.plan(P.scan)
-    if P.eqco:
+    if P.eqco_modes:
         image, latent = P.scan.load_data(), P.scan.load_latent_data()
-        planned += [(c, image) for _, c in P.scan.eqco_configs()]
-        planned += [(c, latent) for _, c in P.scan.latent_eqco_configs()]
+        planned += [(c, image) for _, c in P.scan.eqco_configs(P.eqco_modes)]
+        planned += [(c, latent) for _, c in P.scan.latent_eqco_configs(P.eqco_modes)]
     return planned
 
 

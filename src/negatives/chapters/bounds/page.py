@@ -6,6 +6,7 @@ import json
 import math
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from negatives import stats
@@ -164,8 +165,11 @@ def figure_runs(P: Params, T: dict[str, Any]) -> dict[str, list[str]]:
     ]
     upper = sorted({r for g in first for r in g["run_id"]})
     names = ("accuracy", "losses", "probabilities", "lower")
-    mask = rows[rows["mode"] == "mask"]["run_id"]
-    eqco = sorted(set(mask) | set(T["eqco"]["run_id"])) if len(T["eqco"]) else sorted(set(mask))
+    arms = T["eqco"]
+    compared = {m.removeprefix(kscan.EQCO_PREFIX) for m in arms["mode"]} if len(arms) else set()
+    eqco = sorted(
+        set(rows.loc[rows["mode"].isin(compared), "run_id"]) | set(arms.get("run_id", []))
+    )
     return {
         **{f"fig-bounds-{n}": every for n in names},
         "fig-bounds-upper": upper,
@@ -215,74 +219,95 @@ def surrogate_numbers(T: dict[str, Any]) -> dict[str, Any]:
 
 
 def eqco_numbers(T: dict[str, Any]) -> dict[str, Any]:
-    """The EqCo arm's slopes with and without the rescaling per data set, and its α."""
+    """The EqCo arms' slopes with and without the rescaling per data set and way of varying K,
+    α, the widest half-width of an arm's slope per data set, and the verdicts in words."""
     slopes, eqco = T["eqco_slopes"], T["eqco"]
-    out: dict[str, Any] = {"bounds_eqco_runs": len(eqco)}
+    out: dict[str, Any] = {
+        "bounds_eqco_runs": len(eqco),
+        "bounds_eqco_modes": vd.and_list(T["eqco_modes"]) if T.get("eqco_modes") else "none",
+    }
     sentences = []
     for kind in T["kinds"]:
         out[f"bounds_{kind}_eqco_half_width"] = math.nan
-        g = slopes[slopes["data"] == kind].set_index("arm")
-        if not len(g):
-            continue
-        alpha = int(eqco.loc[eqco["data"] == kind, "K"].max())
-        out[f"bounds_{kind}_eqco_alpha"] = alpha
-        parts = {
-            arm: f"{r['mean']:+.2f} [{r['low']:+.2f}, {r['high']:+.2f}]" for arm, r in g.iterrows()
-        }
-        sentences.append(
-            f"{T['labels'][kind]}: {parts['mask']} points per doubling without it, "
-            f"{parts['eqco']} with it (α = {alpha}); the difference, paired by seed, is "
-            f"{parts['mask − eqco']}"
-        )
-        out[f"bounds_{kind}_eqco_half_width"] = float(
-            (g.loc["eqco", "high"] - g.loc["eqco", "low"]) / 2
-        )
+        for mode, g in slopes[slopes["data"] == kind].groupby("mode", sort=False):
+            g = g.set_index("arm")
+            arm = eqco[(eqco["data"] == kind) & (eqco["mode"] == kscan.EQCO_PREFIX + mode)]
+            alpha = int(arm["K"].max())
+            text = {a: vd.format_interval(r["mean"], r["low"], r["high"]) for a, r in g.iterrows()}
+            sentences.append(
+                f"{T['labels'][kind]}, {kscan.MODE_NAMES[mode]}: {text['without']} points per "
+                f"doubling without the rescaling, {text['with']} with it (α = {alpha}), a "
+                f"difference paired by seed of {text['difference']}"
+            )
+            half = float((g.loc["with", "high"] - g.loc["with", "low"]) / 2)
+            out[f"bounds_{kind}_eqco_half_width"] = float(
+                np.nanmax([out[f"bounds_{kind}_eqco_half_width"], half])
+            )
     out["bounds_eqco_sentence"] = (
-        "; ".join(sentences) + "." if sentences else "The EqCo arm was not trained (eqco=False)."
+        "; ".join(sentences) + "." if sentences else "No EqCo arm was trained (eqco_modes=[])."
     )
     out["bounds_eqco_reading"] = eqco_reading(T)
     v = T["verdicts"]
     v = v[v["key"] == "eqco"]
     out["bounds_verdict_eqco"] = (
-        "; ".join(f"{T['labels'][r.data]}: {r.verdict}" for r in v.itertuples()) or "not tested"
+        "; ".join(
+            f"{T['labels'][r.data]}, {r.mode.removeprefix(kscan.EQCO_PREFIX)}: {r.verdict}"
+            for r in v.itertuples()
+        )
+        or "not tested"
     )
     return out
 
 
 def eqco_reading(T: dict[str, Any]) -> str:
-    """What the EqCo arm can say in this run: where the fixed batch's slope without the
-    rescaling already lies within ±:data:`MIN_ACCURACY_SLOPE`, K has no effect for the
-    rescaling to remove; the batch mode, where K moves with the batch size, is then named with
-    the training time an EqCo arm there would add (its runs' own times, from the cache)."""
+    """What the EqCo arms can say in this run. Where a mode's slope without the rescaling
+    already lies within ±:data:`MIN_ACCURACY_SLOPE`, K has no effect for the rescaling to
+    remove; where it does not, the paired difference says how much the rescaling removes. The
+    image scan's batch mode without an arm, and not flat, is named with the parameter that
+    adds its arm and the training time it would take (its runs' own times, from the cache)."""
     slopes, rows = T["eqco_slopes"], T["rows"]
-    mask = slopes[slopes["arm"] == "mask"]
-    if not len(mask):
-        return ""
-    flat = [T["labels"][r.data] for r in mask.itertuples()
-            if -MIN_ACCURACY_SLOPE < r.low and r.high < MIN_ACCURACY_SLOPE]  # fmt: skip
-    if len(flat) < len(mask):
-        return (
-            "Without the rescaling the fixed batch's slope is not shown to be flat (its interval "
-            f"is not within ±{MIN_ACCURACY_SLOPE:g} on every data set): the paired difference "
-            "says how much of K's effect the rescaling removes."
+    base = slopes[slopes["arm"] == "without"]
+    flat, moving = [], []
+    for r in base.itertuples():
+        where = f"{T['labels'][r.data]}, {r.mode}"
+        inside = -MIN_ACCURACY_SLOPE < r.low and r.high < MIN_ACCURACY_SLOPE
+        (flat if inside else moving).append(where)
+    text = []
+    if flat:
+        text.append(
+            f"Without the rescaling the slope is already within ±{MIN_ACCURACY_SLOPE:g} points "
+            f"per doubling on {_places(flat)}: K has no effect there for the rescaling to "
+            "remove, so that arm shows that EqCo's rescaling changes nothing, not whether K's "
+            "effect runs through the margin."
         )
-    text = (
-        f"Without the rescaling the fixed batch's slope is already within ±{MIN_ACCURACY_SLOPE:g}"
-        f" points per doubling on {' and '.join(flat)}: at this scale K has no effect there for "
-        "the rescaling to remove, so the arm shows that EqCo's rescaling changes nothing here, "
-        "not whether K's effect runs through the margin."
-    )
+    if moving:
+        text.append(
+            f"On {_places(moving)} the slope without the rescaling is not shown to be flat: "
+            "the paired difference is how much of K's effect the rescaling removes, and the "
+            "EqCo verdict says whether any is left."
+        )
     batch = rows[(rows["data"] == "image") & (rows["mode"] == "batch")]
-    if len(batch):
-        extra = batch[batch["K"] < batch["K"].max()]
-        minutes = float(extra["train_seconds"].sum()) / 60
-        text += (
-            " The one effect of K in this chapter is in the batch mode, where K moves with the "
-            f"batch size; an EqCo arm there ({len(extra)} more image runs, K + 1 = B and α = "
-            f"{int(batch['K'].max())}) is what would decide it, about {minutes:.0f} minutes of "
-            "training on this machine (the same runs' times without the rescaling)."
-        )
-    return text
+    has_arm = ((slopes["data"] == "image") & (slopes["mode"] == "batch")).any()
+    if len(batch) and not has_arm:
+        mean, low, high, _ = stats.trend(batch, "linear_accuracy")
+        if not (-MIN_ACCURACY_SLOPE < low and high < MIN_ACCURACY_SLOPE):
+            extra = batch[batch["K"] < batch["K"].max()]
+            minutes = float(extra["train_seconds"].sum()) / 60
+            text.append(
+                "The image scan's batch mode, where K moves with the batch size, has a slope of "
+                f"{vd.format_interval(mean, low, high)} points per doubling without an EqCo arm; "
+                f"its arm ({len(extra)} more runs, K + 1 = B, α = {int(batch['K'].max())}) is "
+                "what would decide whether that effect runs through the margin: "
+                '-p eqco_modes \'["batch", "mask"]\', about '
+                f"{minutes:.0f} minutes of training on this machine (the same runs' times "
+                "without the rescaling)."
+            )
+    return " ".join(text)
+
+
+def _places(items: list[str]) -> str:
+    """Settings that hold commas themselves, listed: "a, x; b, y and c, z"."""
+    return items[0] if len(items) == 1 else f"{'; '.join(items[:-1])} and {items[-1]}"
 
 
 def collision_numbers(T: dict[str, Any]) -> dict[str, Any]:
