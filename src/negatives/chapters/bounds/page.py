@@ -233,7 +233,7 @@ def eqco_numbers(T: dict[str, Any]) -> dict[str, Any]:
             g = g.set_index("arm")
             arm = eqco[(eqco["data"] == kind) & (eqco["mode"] == kscan.EQCO_PREFIX + mode)]
             alpha = int(arm["K"].max())
-            text = {a: vd.format_interval(r["mean"], r["low"], r["high"]) for a, r in g.iterrows()}
+            text = {a: _slope(r["mean"], r["low"], r["high"]) for a, r in g.iterrows()}
             sentences.append(
                 f"{T['labels'][kind]}, {kscan.MODE_NAMES[mode]}: {text['without']} points per "
                 f"doubling without the rescaling, {text['with']} with it (α = {alpha}), a "
@@ -295,7 +295,7 @@ def eqco_reading(T: dict[str, Any]) -> str:
             minutes = float(extra["train_seconds"].sum()) / 60
             text.append(
                 "The image scan's batch mode, where K moves with the batch size, has a slope of "
-                f"{vd.format_interval(mean, low, high)} points per doubling without an EqCo arm; "
+                f"{_slope(mean, low, high)} points per doubling without an EqCo arm; "
                 f"its arm ({len(extra)} more runs, K + 1 = B, α = {int(batch['K'].max())}) is "
                 "what would decide whether that effect runs through the margin: "
                 '-p eqco_modes \'["batch", "mask"]\', about '
@@ -303,6 +303,12 @@ def eqco_reading(T: dict[str, Any]) -> str:
                 "without the rescaling)."
             )
     return " ".join(text)
+
+
+def _slope(mean: float, low: float, high: float) -> str:
+    """A slope with its interval at two decimals, as the slope tables print it: "+0.05 [−0.09,
+    +0.20]"."""
+    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]".replace("-", "−")
 
 
 def _places(items: list[str]) -> str:
