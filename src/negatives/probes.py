@@ -360,7 +360,17 @@ def baselines(config: Any, data: Dataset, store: Any) -> dict[str, dict[str, Any
     encoder's probe is measured against. Keys ``"raw pixels"`` and ``"random <arch> encoder"``.
     """
     pixels = store.cached("baseline-pixels", pixel_baseline, data=data, version=PROBE_VERSION)
-    random_enc = store.cached(
+    return {
+        "raw pixels": pixels,
+        f"random {config.arch} encoder": random_baseline(config, data, store),
+    }
+
+
+def random_baseline(config: Any, data: Dataset, store: Any) -> dict[str, Any]:
+    """:func:`random_encoder_baseline` of ``config``'s architecture (seed 0) on ``data``,
+    computed once in ``store``: the random encoder of :func:`baselines`, for data of any kind
+    (the latent-class vectors too, which have no pixels to probe)."""
+    return store.cached(
         "baseline-random-encoder",
         random_encoder_baseline,
         data=data,
@@ -372,4 +382,3 @@ def baselines(config: Any, data: Dataset, store: Any) -> dict[str, dict[str, Any
         seed=0,
         version=PROBE_VERSION,
     )
-    return {"raw pixels": pixels, f"random {config.arch} encoder": random_enc}

@@ -133,22 +133,28 @@ def scan_eqco(
     kind: str = "image",
     *,
     store: RunStore | None = None,
+    data: Dataset | None = None,
+    probe_data: Dataset | None = None,
     workers: Workers | None = None,
 ) -> pd.DataFrame | None:
     """Train (or reuse) the EqCo arms of ``kind`` (:meth:`kscan.Params.eqco_configs` for
-    ``eqco_modes``) and probe them as the scan's runs are probed; rows as :func:`scan_bounds`'s
-    without the bound terms, ``mode`` ``"eqco-<mode>"`` (None where ``kind`` has no arm)."""
+    ``eqco_modes``) and probe them as the scan's runs are probed (``data`` and ``probe_data``
+    as :func:`scan_bounds` loads them by default); rows as :func:`scan_bounds`'s without the
+    bound terms, ``mode`` ``"eqco-<mode>"`` (None where ``kind`` has no arm)."""
     cfg.check_choice("kind", kind, DATA_KINDS)
     store = store or params.store()
     if kind == "image":
         scan = params.scan.eqco_configs(params.eqco_modes)
-        data = params.scan.load_data()
-        probe_data = params.scan.load_probe_data() if scan else data
     else:
         scan = params.scan.latent_eqco_configs(params.eqco_modes)
-        data = probe_data = params.scan.load_latent_data()
     if not scan:
         return None
+    if kind == "image":
+        data = params.scan.load_data() if data is None else data
+        probe_data = params.scan.load_probe_data() if probe_data is None else probe_data
+    else:
+        data = params.scan.load_latent_data() if data is None else data
+        probe_data = data if probe_data is None else probe_data
     return kscan.scan_rows(
         kind, scan, data, store, desc=f"EqCo arm ({kind})", probe_data=probe_data, workers=workers
     )
@@ -258,12 +264,16 @@ def run(P: Params, store: RunStore | None = None) -> dict[str, Any]:
     and slopes (``eqco_slopes``), and the ``verdicts``."""
     store = store or P.store()
     workers = execute(P, "bounds", plan, store)
+    # each data set loaded once, for its scan, its EqCo arms and (images) the baselines
+    image = {"data": P.scan.load_data(), "probe_data": P.scan.load_probe_data()}
+    latent = {"data": P.scan.load_latent_data()}
+    loaded = {"image": image, "latent": latent}
     rows = pd.concat(
-        [scan_bounds(P, kind, store=store, workers=workers) for kind in DATA_KINDS],
+        [scan_bounds(P, k, store=store, workers=workers, **loaded[k]) for k in DATA_KINDS],
         ignore_index=True,
     )
     kinds = [k for k in DATA_KINDS if k in set(rows["data"])]
-    arms = [scan_eqco(P, kind, store=store, workers=workers) for kind in DATA_KINDS]
+    arms = [scan_eqco(P, k, store=store, workers=workers, **loaded[k]) for k in DATA_KINDS]
     arms = [a for a in arms if a is not None]
     eqco = pd.concat(arms, ignore_index=True) if arms else rows.iloc[:0]
     T = {
@@ -278,7 +288,7 @@ def run(P: Params, store: RunStore | None = None) -> dict[str, Any]:
         "labels": {k: kscan.data_label(rows, k) for k in kinds},
     }
     if "image" in kinds:  # what the image encoders' probes are measured against
-        T["baselines"] = probes.baselines(P.scan.base_config(), P.scan.load_probe_data(), store)
+        T["baselines"] = probes.baselines(P.scan.base_config(), image["probe_data"], store)
     T["verdicts"] = claims(T)
     return T
 

@@ -98,27 +98,14 @@ def random_baselines(
 ) -> dict[str, float]:
     """Per bench (its label, as :func:`run_bench` writes it): the linear probe (%) of a
     randomly initialised (seed 0) encoder of the bench's architecture on its probe data, what
-    the gain of self-supervision is measured from. Computed once in ``store`` under the key of
-    :func:`negatives.probes.baselines`' random encoder (which also probes raw pixels, and so
-    takes images only: the latent benches' MLP is probed here directly)."""
+    the gain of self-supervision is measured from (:func:`negatives.probes.random_baseline`,
+    the random encoder of :func:`negatives.probes.baselines`, cached under the same key)."""
     out: dict[str, float] = {}
     for bench in P.benches:
         kind = bench[1]
         if kind not in probe_data:
             continue
-        c = P.base_config(bench)
-        found = store.cached(
-            "baseline-random-encoder",
-            probes.random_encoder_baseline,
-            data=probe_data[kind],
-            arch=c.arch,
-            width=c.width,
-            proj_hidden=c.proj_hidden,
-            proj_dim=c.proj_dim,
-            grid=c.feature_grid,
-            seed=0,
-            version=probes.PROBE_VERSION,
-        )
+        found = probes.random_baseline(P.base_config(bench), probe_data[kind], store)
         out[bench_label(bench, _data_name(data[kind]))] = float(found["linear_accuracy"])
     return out
 
