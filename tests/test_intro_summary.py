@@ -290,3 +290,23 @@ def test_a_sometimes_claim_holds_where_any_setting_does() -> None:
     none = {vd.REPRODUCED: 0, vd.NOT_REPRODUCED: 1, vd.INCONCLUSIVE: 1}
     assert vd.settings_verdict(none, any_setting=True) == "1 of 2 not reproduced, 1 inconclusive"
     assert vd.verdict_css("reproduced (1 of 2 settings)") == vd.verdict_css("reproduced")
+
+
+def test_the_headline_reads_any_setting_from_the_claim_not_its_name() -> None:
+    def row(claim: vd.Claim, verdict: tuple[float, float, float], setting: str) -> dict:
+        return vd.judge(claim, *verdict, setting=setting, seeds=3)
+
+    some = vd.Claim("x", "A (2020)", "s", "q", vd.above(0.0), any_setting=True)
+    every = vd.Claim("sometimes y", "A (2020)", "s", "q", vd.above(0.0))  # a name is no flag
+    table = vd.verdict_table(
+        [row(some, REP, "a"), row(some, INC, "b"), row(every, REP, "a"), row(every, INC, "b")]
+    )
+    head = vd.headline(table).set_index("claim")["verdict"]
+    assert head["x"] == "reproduced (1 of 2 settings)"
+    assert head["sometimes y"] == "1 of 2 reproduced, 1 inconclusive"
+    # the flag travels with the chapter's glued records; older records lack it
+    back = pd.DataFrame(json.loads(vd.records(table)))
+    assert list(back["any_setting"]) == [True, True, False, False]
+    assert vd.at_least_one({vd.NOT_REPRODUCED: 2}) == vd.NOT_REPRODUCED
+    assert vd.at_least_one({vd.NOT_REPRODUCED: 1, vd.INCONCLUSIVE: 1}) == vd.INCONCLUSIVE
+    assert vd.at_least_one({}) == vd.INCONCLUSIVE

@@ -117,7 +117,7 @@ def verdict_summary(root: str | os.PathLike[str] = ".") -> pd.DataFrame:
     :func:`negatives.verdicts.records`), in one table in the toc's reading order, with a link
     to the page (``chapter``: its title, linking to ``<name>.html``) in front. A record without
     a ``kind`` (a page executed before the book told checks of its estimates from the papers'
-    claims) is a claim."""
+    claims) is a claim, one without ``any_setting`` a claim of every setting."""
     import pandas as pd
 
     from negatives.verdicts import CLAIM
@@ -125,7 +125,9 @@ def verdict_summary(root: str | os.PathLike[str] = ".") -> pd.DataFrame:
     rows = []
     for chapter, path, records in _glued_json(Path(root), "verdicts"):
         link = f'<a href="{chapter.name}.html">{page_title(path)}</a>'  # pages sit side by side
-        rows.extend({"chapter": link, "kind": CLAIM, **record} for record in records)
+        rows.extend(
+            {"chapter": link, "kind": CLAIM, "any_setting": False, **record} for record in records
+        )
     return pd.DataFrame(rows)
 
 

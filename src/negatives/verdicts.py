@@ -57,6 +57,7 @@ KINDS: tuple[str, ...] = (CLAIM, CHECK)
 COLUMNS: tuple[str, ...] = (
     "claim",
     "kind",
+    "any_setting",
     "paper",
     "statement",
     "setting",
@@ -149,7 +150,9 @@ class Claim:
     measure, with its unit; ``region``: where the quantity must lie for the claim to hold;
     ``unit``: appended to numbers (``" pts"``); ``digits``: decimals when printed; ``kind``:
     :data:`CLAIM` (a paper's claim) or :data:`CHECK` (a check of our own estimates, such as a
-    theorem any correct estimate obeys: decided by the same rule, counted apart).
+    theorem any correct estimate obeys: decided by the same rule, counted apart);
+    ``any_setting``: the claim says something happens "sometimes", so over its settings it
+    holds where at least one setting reproduces it (:func:`at_least_one`).
     """
 
     name: str
@@ -160,6 +163,7 @@ class Claim:
     unit: str = ""
     digits: int = 2
     kind: str = CLAIM
+    any_setting: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -211,6 +215,7 @@ def judge(
     return {
         "claim": claim.name,
         "kind": claim.kind,
+        "any_setting": claim.any_setting,
         "paper": claim.paper,
         "statement": claim.statement,
         "setting": setting,
@@ -491,8 +496,8 @@ def format_number(x: float | None, spec: str = ".2f") -> str:
 
 # The columns of a verdict table that travel to the book's summary on its first page.
 RECORD_COLUMNS: tuple[str, ...] = (
-    "claim", "kind", "paper", "statement", "setting", "ours", "test_set", "both", "seeds",
-    "verdict",
+    "claim", "kind", "any_setting", "paper", "statement", "setting", "ours", "test_set", "both",
+    "seeds", "verdict",
 )  # fmt: skip
 
 
@@ -518,6 +523,17 @@ def and_list(items: Iterable[Any]) -> str:
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
+def at_least_one(found: Mapping[str, int]) -> str:
+    """The verdict of a "sometimes" claim over its settings, from the count of each verdict:
+    reproduced if at least one setting is, not reproduced if every setting is not,
+    inconclusive otherwise (and where no setting was tested)."""
+    if found.get(REPRODUCED, 0):
+        return REPRODUCED
+    if found.get(NOT_REPRODUCED, 0) and not found.get(INCONCLUSIVE, 0):
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
 def settings_verdict(found: Mapping[str, int], *, any_setting: bool = False) -> str:
     """A claim's verdict over its settings, from the count of each verdict: ``"reproduced"``
     (one setting), ``"reproduced (both)"``, ``"not reproduced (all 3)"`` where every setting
@@ -528,7 +544,7 @@ def settings_verdict(found: Mapping[str, int], *, any_setting: bool = False) -> 
     if not present:
         raise ValueError(f"settings_verdict: no setting counted in {dict(found)}")
     n = sum(found.get(v, 0) for v in VERDICTS)
-    if any_setting and found.get(REPRODUCED, 0) and len(present) > 1:
+    if any_setting and at_least_one(found) == REPRODUCED and len(present) > 1:
         return f"{REPRODUCED} ({found[REPRODUCED]} of {n} settings)"
     if len(present) == 1:
         return present[0] if n == 1 else f"{present[0]} ({'both' if n == 2 else f'all {n}'})"
@@ -594,7 +610,7 @@ def headline(table: pd.DataFrame) -> pd.DataFrame:
             {
                 "paper": paper,
                 "claim": claim,
-                "verdict": settings_verdict(found, any_setting=_sometimes(claim)),
+                "verdict": settings_verdict(found, any_setting=_any_setting(g)),
                 "estimate": _text(first.get("both")) or _text(first.get("ours")),
                 "settings": len(g),
                 "setting": _text(first.get("setting")),
@@ -607,10 +623,10 @@ def headline(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(HEADLINE_COLUMNS))
 
 
-def _sometimes(claim: str) -> bool:
-    """Whether a claim says something happens "sometimes": it holds where any setting holds
-    (chapter 2's reading of Cai et al.'s latest wording)."""
-    return "sometimes" in claim.split()
+def _any_setting(rows: pd.DataFrame) -> bool:
+    """Whether a claim's rows hold where any setting does (:attr:`Claim.any_setting`; a
+    record from a build before the column existed says no)."""
+    return "any_setting" in rows.columns and bool(rows["any_setting"].fillna(False).any())
 
 
 def grouped(table: pd.DataFrame, kind: str = CLAIM) -> pd.DataFrame:

@@ -148,25 +148,11 @@ def claims(T: dict[str, Any]) -> pd.DataFrame:
                 np.minimum(g["sup_loss"] - g["bao_sup_lower_bound"],
                            g["bao_sup_upper_bound"] - g["sup_loss"]).min()
             )  # fmt: skip
-            row = vd.judge(
-                C["surrogate gap"],
-                gap,
-                gap,
-                gap,
-                setting=f"{setting}, {len(g)} runs",
-                seeds=int(g["seed"].nunique()),
-            )
+            row = _exact(C["surrogate gap"], gap, f"{setting}, {len(g)} runs", g)
             out.append({**row, "key": "surrogate gap", **key})
             for bound, name in (("curl_bound", "CURL"), ("proposed_bound", "proposed")):
                 gap = float((g["info_loss"] - g[bound]).min())
-                row = vd.judge(
-                    C["lower bound"],
-                    gap,
-                    gap,
-                    gap,
-                    setting=f"{setting}, {name} bound, {len(g)} runs",
-                    seeds=int(g["seed"].nunique()),
-                )
+                row = _exact(C["lower bound"], gap, f"{setting}, {name} bound, {len(g)} runs", g)
                 out.append({**row, "key": "lower bound", **key, "metric": bound})
     eqco = T.get("eqco")
     for kind in [] if eqco is None else [k for k in DATA_KINDS if k in set(eqco["data"])]:
@@ -185,6 +171,11 @@ def claims(T: dict[str, Any]) -> pd.DataFrame:
             key = {"key": "eqco", "data": kind, "mode": arm_mode, "metric": "linear_accuracy"}
             out.append({**row, **key})
     return vd.verdict_table(out)
+
+
+def _exact(claim: vd.Claim, value: float, setting: str, g: pd.DataFrame) -> dict[str, Any]:
+    """The verdict of an exact value over all runs ``g`` (a minimum: no interval)."""
+    return vd.judge(claim, value, value, value, setting=setting, seeds=int(g["seed"].nunique()))
 
 
 def _rows_for(rows: pd.DataFrame, kind: str, mode: str) -> pd.DataFrame:
